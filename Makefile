@@ -1,0 +1,46 @@
+# queue: PGXS build. The version comes from queue.control alone.
+
+EXTENSION  = queue
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" queue.control)
+
+MODULE_big = queue
+OBJS = \
+	extension/queue.o \
+	extension/validate.o \
+	extension/shmem.o \
+	extension/catalog.o \
+	extension/storage.o \
+	extension/queue_admin.o \
+	extension/message.o
+
+DATA = extension/queue--$(EXTVERSION).sql $(wildcard extension/queue--*--*.sql)
+
+PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+# pg_regress: sql/ and expected/ at the top, contrib's convention.
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=queue
+
+# Isolation specs live in test/isolation/{specs,expected}.
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/isolation/output
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test demo bench
+
+# Everything CI runs: installs what is missing, builds, installs, runs every suite.
+test:
+	test/run
+
+# Builds, installs, starts a throwaway cluster and runs the main scenario.
+demo:
+	test/run --demo
+
+bench:
+	test/run --bench

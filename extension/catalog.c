@@ -1,0 +1,375 @@
+/*
+ * catalog.c
+ *    The queue catalog (queue_internal.queue) as the rest of the extension
+ *    sees it: a per-backend cache of each queue's settings and grants, the
+ *    privilege checks made against it, and the owner context in which the
+ *    extension touches its own tables.
+ *
+ * The cache maps a queue name to its QueueMeta.  Every function that
+ * changes the catalog calls catalog_changed(), which queues a relcache
+ * invalidation of the catalog table; all backends (this one at its next
+ * command, the others when the change commits) then drop their whole cache.
+ *
+ * Privileges are checked as the calling role, before the switch to the
+ * owner context: the superuser, the queue's owner and members of its
+ * administrators may do everything; senders may send; readers may read,
+ * acknowledge, return and archive.  Only then does owner_context_enter()
+ * switch to the extension's owner with search_path pinned to pg_catalog,
+ * pg_temp, so that nothing the caller planted in a schema is ever resolved.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "queue.h"
+
+static HTAB *meta_cache = NULL;
+static MemoryContext meta_context = NULL;
+static uint64 inval_count = 0;	/* bumped by every catalog invalidation */
+static Oid	cached_catalog_relid = InvalidOid;
+static Oid	cached_owner = InvalidOid;
+static SPIPlanPtr lookup_plan = NULL;
+
+#define META_COLUMNS "id, name, logged, visibility_timeout, max_attempts, " \
+	"dead_letter_queue, retention, owner, senders, readers, admins"
+
+static void
+catalog_inval_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cached_catalog_relid)
+	{
+		inval_count++;
+		if (meta_context != NULL)
+			MemoryContextReset(meta_context);
+		meta_cache = NULL;
+		cached_catalog_relid = InvalidOid;
+		cached_owner = InvalidOid;
+	}
+}
+
+static void
+ensure_cache(void)
+{
+	static bool callback_registered = false;
+	HASHCTL		info;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(catalog_inval_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (meta_context == NULL)
+		meta_context = AllocSetContextCreate(CacheMemoryContext,
+											 "queue catalog cache",
+											 ALLOCSET_SMALL_SIZES);
+	if (meta_cache != NULL)
+		return;
+	info.keysize = NAMEDATALEN;
+	info.entrysize = sizeof(QueueMeta);
+	info.hcxt = meta_context;
+	meta_cache = hash_create("queue catalog cache", 64, &info,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+static Oid
+internal_namespace(void)
+{
+	Oid			nsp = get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true);
+
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"queue\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION queue.")));
+	return nsp;
+}
+
+/* The OID of queue_internal.queue. */
+Oid
+catalog_relid(void)
+{
+	ensure_cache();
+	if (!OidIsValid(cached_catalog_relid))
+		cached_catalog_relid = get_relname_relid("queue", internal_namespace());
+	return cached_catalog_relid;
+}
+
+/* The extension's owner: the owner of its internal schema. */
+static Oid
+extension_owner(void)
+{
+	HeapTuple	tup;
+
+	(void) catalog_relid();
+	if (OidIsValid(cached_owner))
+		return cached_owner;
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(internal_namespace()));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for schema %s", QUEUE_INTERNAL_SCHEMA);
+	cached_owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return cached_owner;
+}
+
+/* Tells every backend, this one included, that the catalog changed. */
+void
+catalog_changed(void)
+{
+	CacheInvalidateRelcacheByRelid(catalog_relid());
+}
+
+/*
+ * Switches to the extension's owner with a pinned search_path and connects
+ * to SPI.  An error before owner_context_exit() needs no cleanup: the
+ * transaction's abort restores the user and the settings.
+ */
+void
+owner_context_enter(OwnerContext *ctx)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&ctx->saved_userid, &ctx->saved_sec_context);
+	SetUserIdAndSecContext(owner, ctx->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	ctx->guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ctx->spi_connected = true;
+}
+
+void
+owner_context_exit(OwnerContext *ctx)
+{
+	if (ctx->spi_connected)
+		SPI_finish();
+	ctx->spi_connected = false;
+	AtEOXact_GUC(true, ctx->guc_level);
+	SetUserIdAndSecContext(ctx->saved_userid, ctx->saved_sec_context);
+}
+
+static Oid *
+copy_oid_array(Datum value, int *n)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+	Datum	   *elems;
+	Oid		   *oids;
+
+	deconstruct_array(arr, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, NULL, n);
+	oids = MemoryContextAlloc(meta_context, sizeof(Oid) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		oids[i] = DatumGetObjectId(elems[i]);
+	return oids;
+}
+
+static int64
+interval_datum_usecs(Datum d)
+{
+	Interval   *iv = DatumGetIntervalP(d);
+
+	return iv->time + ((int64) iv->month * DAYS_PER_MONTH + iv->day) * USECS_PER_DAY;
+}
+
+/* Fills *meta from one catalog row (in META_COLUMNS order). */
+static void
+meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+
+	meta->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	meta->logged = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	meta->visibility_usecs = interval_datum_usecs(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	meta->max_attempts = isnull ? 0 : DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	meta->dead_letter_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	meta->retention_usecs = isnull ? -1 : interval_datum_usecs(d);
+	meta->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+	meta->senders = copy_oid_array(SPI_getbinval(tup, desc, 9, &isnull), &meta->nsenders);
+	meta->readers = copy_oid_array(SPI_getbinval(tup, desc, 10, &isnull), &meta->nreaders);
+	meta->admins = copy_oid_array(SPI_getbinval(tup, desc, 11, &isnull), &meta->nadmins);
+}
+
+/*
+ * A copy of a cached entry in the caller's memory context: an invalidation
+ * may reset the cache at any lock acquisition, while the caller still uses
+ * what it looked up.
+ */
+static QueueMeta *
+meta_copy(const QueueMeta *cached)
+{
+	QueueMeta  *meta = palloc(sizeof(QueueMeta));
+
+	memcpy(meta, cached, sizeof(QueueMeta));
+	meta->senders = palloc(sizeof(Oid) * Max(meta->nsenders, 1));
+	memcpy(meta->senders, cached->senders, sizeof(Oid) * meta->nsenders);
+	meta->readers = palloc(sizeof(Oid) * Max(meta->nreaders, 1));
+	memcpy(meta->readers, cached->readers, sizeof(Oid) * meta->nreaders);
+	meta->admins = palloc(sizeof(Oid) * Max(meta->nadmins, 1));
+	memcpy(meta->admins, cached->admins, sizeof(Oid) * meta->nadmins);
+	return meta;
+}
+
+/* Reads one queue's row through SPI, as the owner, and caches it. */
+static QueueMeta *
+meta_load(const char *sql_where, Oid argtype, Datum arg)
+{
+	OwnerContext ctx;
+	uint64		inval_before = inval_count;
+	MemoryContext caller = CurrentMemoryContext;
+	QueueMeta  *meta = NULL;
+	QueueMeta	loaded;
+	int			rc;
+
+	owner_context_enter(&ctx);
+	if (argtype == TEXTOID)
+	{
+		if (lookup_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT " META_COLUMNS
+										   " FROM queue_internal.queue WHERE name = $1",
+										   1, &argtype);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "could not prepare the queue catalog lookup");
+			lookup_plan = plan;
+		}
+		rc = SPI_execute_plan(lookup_plan, &arg, NULL, true, 1);
+	}
+	else
+		rc = SPI_execute_with_args(psprintf("SELECT " META_COLUMNS
+											" FROM queue_internal.queue WHERE %s", sql_where),
+								   1, &argtype, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "queue catalog lookup failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		ensure_cache();
+		memset(&loaded, 0, sizeof(loaded));
+		strlcpy(loaded.name, name, NAMEDATALEN);
+		meta_from_tuple(&loaded, SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+		if (inval_count == inval_before)
+			memcpy(hash_search(meta_cache, name, HASH_ENTER, NULL), &loaded, sizeof(QueueMeta));
+		meta = meta_copy(&loaded);
+		MemoryContextSwitchTo(spi);
+	}
+	owner_context_exit(&ctx);
+	return meta;
+}
+
+/* A queue's settings by name; NULL or 42704 when there is no such queue. */
+const QueueMeta *
+queue_lookup(const char *name, bool missing_ok)
+{
+	const QueueMeta *cached = NULL;
+	const QueueMeta *meta;
+
+	ensure_cache();
+	(void) catalog_relid();
+	if (meta_cache != NULL)
+		cached = hash_search(meta_cache, name, HASH_FIND, NULL);
+	if (cached != NULL)
+		meta = meta_copy(cached);
+	else
+		meta = meta_load(NULL, TEXTOID, CStringGetTextDatum(name));
+	if (meta == NULL && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", name),
+				 errhint("The queues that exist are listed in the view queue.queues.")));
+	return meta;
+}
+
+/* A queue's settings by id, or NULL. */
+const QueueMeta *
+queue_lookup_by_id(int64 id)
+{
+	return meta_load("id = $1", INT8OID, Int64GetDatum(id));
+}
+
+static bool
+role_listed(Oid user, int n, const Oid *roles)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (has_privs_of_role(user, roles[i]))
+			return true;
+	}
+	return false;
+}
+
+/* Whether the current role holds every privilege in the mask on the queue. */
+bool
+queue_has_privilege(const QueueMeta *meta, int privileges)
+{
+	Oid			user = GetUserId();
+
+	if (superuser_arg(user) || has_privs_of_role(user, meta->owner) ||
+		role_listed(user, meta->nadmins, meta->admins))
+		return true;
+	if (privileges & QUEUE_PRIV_ADMIN)
+		return false;
+	if ((privileges & QUEUE_PRIV_SEND) && !role_listed(user, meta->nsenders, meta->senders))
+		return false;
+	if ((privileges & QUEUE_PRIV_READ) && !role_listed(user, meta->nreaders, meta->readers))
+		return false;
+	return true;
+}
+
+static const char *
+privilege_name(int privileges)
+{
+	if (privileges & QUEUE_PRIV_ADMIN)
+		return "administer";
+	if (privileges & QUEUE_PRIV_SEND)
+		return "send";
+	return "read";
+}
+
+/* Raises 42501 unless the current role holds the privileges. */
+void
+queue_require_privilege(const QueueMeta *meta, int privileges)
+{
+	if (!queue_has_privilege(meta, privileges))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for queue \"%s\"", meta->name),
+				 errdetail("This needs the %s privilege on the queue.", privilege_name(privileges)),
+				 errhint("The queue's owner or an administrator can grant it with queue.grant().")));
+}
+
+/*
+ * The usual start of an API function: the name argument validated, the queue
+ * looked up and the caller's privileges checked.
+ */
+const QueueMeta *
+queue_open(FunctionCallInfo fcinfo, int argno, const char *argname, int privileges)
+{
+	char	   *name;
+	const QueueMeta *meta;
+
+	require_preloaded();
+	name = queue_name_arg(fcinfo, argno, argname);
+	meta = queue_lookup(name, false);
+	queue_require_privilege(meta, privileges);
+	return meta;
+}

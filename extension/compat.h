@@ -1,0 +1,61 @@
+/*
+ * compat.h
+ *    Every shim between the PostgreSQL majors queue supports (13 to 17).
+ *
+ * Code elsewhere calls the names defined here and never tests
+ * PG_VERSION_NUM itself, so that a new major touches this file alone.
+ */
+#ifndef QUEUE_COMPAT_H
+#define QUEUE_COMPAT_H
+
+#include "postgres.h"
+
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#define queue_random_int64()	pg_prng_int64(&pg_global_prng_state)
+#define queue_reserve_guc_prefix(prefix)	MarkGUCPrefixReserved(prefix)
+#define QUEUE_HAS_SHMEM_REQUEST_HOOK 1
+#else
+#define queue_random_int64()	((int64) (((uint64) random() << 32) ^ (uint64) random()))
+#define queue_reserve_guc_prefix(prefix)	EmitWarningsOnPlaceholders(prefix)
+#endif
+
+
+
+#if PG_VERSION_NUM < 150000
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+
+#define MAT_SRF_USE_EXPECTED_DESC 0x01
+
+/* PostgreSQL 15's helper for a function that returns a materialized set. */
+static inline void
+InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+	TupleDesc	tupdesc;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) == TYPEFUNC_COMPOSITE)
+		tupdesc = CreateTupleDescCopy(tupdesc);
+	else
+	{
+		tupdesc = CreateTemplateTupleDesc(1);
+		TupleDescInitEntry(tupdesc, 1, "result",
+						   get_fn_expr_rettype(fcinfo->flinfo), -1, 0);
+	}
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->setDesc = tupdesc;
+	MemoryContextSwitchTo(old);
+}
+#endif
+
+#endif							/* QUEUE_COMPAT_H */

@@ -1,0 +1,537 @@
+/*
+ * message.c
+ *    The message API: send, send_batch, read (with its wait), pop, ack,
+ *    nack, set_visibility, archive and archived.
+ *
+ * Each function checks its arguments and the caller's privilege on the
+ * queue first (catalog.c, validate.c), then runs one or two cached
+ * statements (storage.c) as the extension's owner, then records what it did
+ * for the commit-time counters and wakeups (shmem.c).
+ *
+ * Leases: every read stamps the messages it hands out with a new random
+ * receipt.  ack, nack, set_visibility and archive act only when the receipt
+ * passed back still matches, so a consumer whose visibility timeout ran out
+ * and whose message was read again by someone else cannot touch it any more
+ * (the same rule as SQS's receipt handles).  Until another read happens, an
+ * expired lease still works, as in SQS.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "queue.h"
+
+#define GROUP_KEY_MAXLEN	256
+
+PG_FUNCTION_INFO_V1(queue_send);
+PG_FUNCTION_INFO_V1(queue_send_batch);
+PG_FUNCTION_INFO_V1(queue_read);
+PG_FUNCTION_INFO_V1(queue_pop);
+PG_FUNCTION_INFO_V1(queue_ack);
+PG_FUNCTION_INFO_V1(queue_ack_batch);
+PG_FUNCTION_INFO_V1(queue_nack);
+PG_FUNCTION_INFO_V1(queue_set_visibility);
+PG_FUNCTION_INFO_V1(queue_archive);
+PG_FUNCTION_INFO_V1(queue_archived);
+
+/* Runs a cached statement and fails loudly on anything but success. */
+static uint64
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "queue statement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static Datum
+optional_headers(FunctionCallInfo fcinfo, int argno, bool *isnull)
+{
+	Jsonb	   *headers;
+
+	*isnull = PG_ARGISNULL(argno);
+	if (*isnull)
+		return (Datum) 0;
+	headers = PG_GETARG_JSONB_P(argno);
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers must be a JSON object"),
+				 errhint("Pass headers such as '{\"trace_id\": \"abc\"}', or NULL.")));
+	return JsonbPGetDatum(headers);
+}
+
+static Datum
+optional_group_key(FunctionCallInfo fcinfo, int argno, bool *isnull)
+{
+	text	   *key;
+
+	*isnull = PG_ARGISNULL(argno);
+	if (*isnull)
+		return (Datum) 0;
+	key = PG_GETARG_TEXT_PP(argno);
+	if (VARSIZE_ANY_EXHDR(key) == 0 || VARSIZE_ANY_EXHDR(key) > GROUP_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("group_key must hold between 1 and %d bytes", GROUP_KEY_MAXLEN)));
+	return PointerGetDatum(key);
+}
+
+/* queue.send(queue_name, payload, delay, headers, group_key) returns bigint */
+Datum
+queue_send(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_SEND);
+	int64		delay = interval_arg_usecs(fcinfo, 2, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		id;
+	OwnerContext ctx;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload must not be null"),
+				 errhint("Send the JSON value 'null' if the message carries nothing.")));
+	values[0] = TimestampTzGetDatum(now + delay);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = optional_group_key(fcinfo, 4, &isnull);
+	nulls[2] = isnull ? 'n' : ' ';
+	values[3] = optional_headers(fcinfo, 3, &isnull);
+	nulls[3] = isnull ? 'n' : ' ';
+	values[4] = PG_GETARG_DATUM(1);
+	check_payload_size(values[4], values[3], nulls[3] == 'n');
+
+	owner_context_enter(&ctx);
+	run_plan(storage_plan(STMT_SEND, meta->id, 0), values, nulls);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	owner_context_exit(&ctx);
+
+	pending_sent(meta->id, 1);
+	PG_RETURN_INT64(id);
+}
+
+/* queue.send_batch(queue_name, payloads, delay, headers, group_key) returns setof bigint */
+Datum
+queue_send_batch(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_SEND);
+	int64		delay = interval_arg_usecs(fcinfo, 2, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
+	TimestampTz now = GetCurrentTimestamp();
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum	   *payloads;
+	bool	   *payload_nulls;
+	int			npayloads;
+	uint64		sent;
+	OwnerContext ctx;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payloads must not be null")));
+	values[2] = optional_group_key(fcinfo, 4, &isnull);
+	nulls[2] = isnull ? 'n' : ' ';
+	values[3] = optional_headers(fcinfo, 3, &isnull);
+	nulls[3] = isnull ? 'n' : ' ';
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
+					  &payloads, &payload_nulls, &npayloads);
+	if (npayloads > QUEUE_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payloads must hold at most %d messages", QUEUE_MAX_BATCH),
+				 errdetail("The array holds %d.", npayloads)));
+	for (int i = 0; i < npayloads; i++)
+	{
+		if (payload_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("payloads must not contain nulls"),
+					 errdetail("Element %d is null.", i + 1)));
+		check_payload_size(payloads[i], values[3], nulls[3] == 'n');
+	}
+	values[0] = TimestampTzGetDatum(now + delay);
+	values[1] = TimestampTzGetDatum(now);
+	values[4] = PG_GETARG_DATUM(1);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	owner_context_enter(&ctx);
+	sent = run_plan(storage_plan(STMT_SEND_BATCH, meta->id, 0), values, nulls);
+	for (uint64 i = 0; i < sent; i++)
+	{
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	owner_context_exit(&ctx);
+
+	if (sent > 0)
+		pending_sent(meta->id, (int64) sent);
+	PG_RETURN_NULL();
+}
+
+static Datum
+int8_array(const int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Moves messages (locked by the caller) to the queue's dead-letter queue and
+ * returns how many moved.
+ */
+int64
+dead_letter_ids(const QueueMeta *meta, Datum ids)
+{
+	Datum		values[2];
+	uint64		moved;
+
+	values[0] = ids;
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	moved = run_plan(storage_plan(STMT_DEAD_LETTER, meta->id, meta->dead_letter_id), values, NULL);
+	if (moved > 0)
+		pending_dead_lettered(meta->id, meta->dead_letter_id, (int64) moved);
+	return (int64) moved;
+}
+
+/*
+ * Fetches the toasted columns of a claimed message: pop deletes the row, and
+ * with it what a toast pointer would point to, before the caller reads it.
+ */
+static void
+detoast_message(Datum *values, const bool *nulls)
+{
+	static const int varlena_columns[] = {2, 3, 4, 8};	/* payload, headers, group_key, last_error */
+
+	for (int i = 0; i < lengthof(varlena_columns); i++)
+	{
+		int			col = varlena_columns[i] - 1;
+
+		if (!nulls[col])
+			values[col] = PointerGetDatum(PG_DETOAST_DATUM_PACKED(values[col]));
+	}
+}
+
+/*
+ * Claims up to max_messages visible messages, puts the deliverable ones into
+ * the result set and moves those past max_attempts to the dead-letter queue,
+ * claiming again to fill the batch.  With pop, the delivered messages are
+ * deleted at once and their receipt is NULL.  Returns how many it delivered.
+ */
+static int
+claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool pop,
+		   ReturnSetInfo *rsinfo)
+{
+	int			delivered = 0;
+	int64	   *delivered_ids = palloc(sizeof(int64) * max_messages);
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		Datum		args[4];
+		uint64		claimed;
+		int64	   *dead_ids;
+		int			ndead = 0;
+
+		args[0] = TimestampTzGetDatum(now);
+		args[1] = TimestampTzGetDatum(now + visibility_usecs);
+		args[2] = Int64GetDatum(queue_random_int64());
+		args[3] = Int32GetDatum(max_messages - delivered);
+		claimed = run_plan(storage_plan(STMT_CLAIM, meta->id, 0), args, NULL);
+		if (claimed == 0)
+			break;
+
+		dead_ids = palloc(sizeof(int64) * claimed);
+		for (uint64 i = 0; i < claimed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			Datum		values[MSG_NCOLS];
+			bool		nulls[MSG_NCOLS];
+
+			heap_deform_tuple(tup, SPI_tuptable->tupdesc, values, nulls);
+			if (meta->max_attempts > 0 &&
+				DatumGetInt32(values[MSG_COL_ATTEMPTS - 1]) > meta->max_attempts)
+			{
+				dead_ids[ndead++] = DatumGetInt64(values[MSG_COL_ID - 1]);
+				continue;
+			}
+			detoast_message(values, nulls);
+			if (pop)
+				nulls[MSG_NCOLS - 1] = true;
+			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		if (ndead > 0)
+			dead_letter_ids(meta, int8_array(dead_ids, ndead));
+		if (ndead == 0 || delivered >= max_messages)
+			break;
+	}
+
+	if (pop && delivered > 0)
+	{
+		Datum		ids = int8_array(delivered_ids, delivered);
+
+		run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &ids, NULL);
+		pending_removed(meta->id, delivered, true);
+	}
+	return delivered;
+}
+
+/*
+ * Delivers messages into the function's result set, waiting up to
+ * wait_usecs for a commit to bring some.  The wakeup sequence is read before
+ * each look, so a commit between the look and the sleep is never missed.
+ * The sleep is cut into ticks of a second at most, so that messages whose
+ * delay or visibility timeout ends during the wait are found too.
+ */
+static void
+deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
+		int64 visibility_usecs, int64 wait_usecs, bool pop)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz deadline = GetCurrentTimestamp() + wait_usecs;
+	OwnerContext ctx;
+
+	if (wait_usecs > 0 && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot wait for messages in a %s transaction",
+						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("Its snapshot cannot see messages sent after it began."),
+				 errhint("Wait in a READ COMMITTED transaction, or read without wait.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	owner_context_enter(&ctx);
+	for (;;)
+	{
+		uint64		seen = wait_usecs > 0 ? wakeup_sequence(meta->id) : 0;
+		long		remaining_ms;
+
+		if (claim_into(meta, max_messages, visibility_usecs, pop, rsinfo) > 0)
+			break;
+		remaining_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining_ms <= 0)
+			break;
+		(void) wakeup_wait(meta->id, seen, Min(remaining_ms, 1000L));
+		CHECK_FOR_INTERRUPTS();
+	}
+	owner_context_exit(&ctx);
+}
+
+/* queue.read(queue_name, max_messages, visibility_timeout, wait) returns setof queue.message */
+Datum
+queue_read(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	int			max_messages = batch_size_arg(fcinfo, 1, "max_messages");
+	int64		visibility = interval_arg_usecs(fcinfo, 2, "visibility_timeout", 0,
+												QUEUE_MAX_VISIBILITY_USECS,
+												meta->visibility_usecs);
+	int64		wait = interval_arg_usecs(fcinfo, 3, "wait", 0, QUEUE_MAX_WAIT_USECS, 0);
+
+	deliver(fcinfo, meta, max_messages, visibility, wait, false);
+	PG_RETURN_NULL();
+}
+
+/* queue.pop(queue_name, max_messages) returns setof queue.message */
+Datum
+queue_pop(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	int			max_messages = batch_size_arg(fcinfo, 1, "max_messages");
+
+	deliver(fcinfo, meta, max_messages, meta->visibility_usecs, 0, true);
+	PG_RETURN_NULL();
+}
+
+/* Runs one lease-checked statement on (id, receipt) and says whether it hit. */
+static bool
+leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, const char *nulls)
+{
+	OwnerContext ctx;
+	uint64		hit;
+
+	owner_context_enter(&ctx);
+	hit = run_plan(storage_plan(stmt, meta->id, 0), args, nulls);
+	owner_context_exit(&ctx);
+	return hit > 0;
+}
+
+/* queue.ack(queue_name, id, receipt) returns boolean */
+Datum
+queue_ack(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
+	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
+	if (!leased_statement(meta, STMT_ACK, args, NULL))
+		PG_RETURN_BOOL(false);
+	pending_removed(meta->id, 1, true);
+	PG_RETURN_BOOL(true);
+}
+
+static ArrayType *
+int8_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	ArrayType  *arr;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be null", argname)));
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	return arr;
+}
+
+/* queue.ack(queue_name, ids, receipts) returns setof bigint */
+Datum
+queue_ack_batch(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	ArrayType  *ids = int8_array_arg(fcinfo, 1, "ids");
+	ArrayType  *receipts = int8_array_arg(fcinfo, 2, "receipts");
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			nids = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
+	Datum		args[2];
+	uint64		acked;
+	OwnerContext ctx;
+
+	if (nids != ArrayGetNItems(ARR_NDIM(receipts), ARR_DIMS(receipts)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ids and receipts must have the same length"),
+				 errdetail("There are %d ids and %d receipts.", nids,
+						   ArrayGetNItems(ARR_NDIM(receipts), ARR_DIMS(receipts)))));
+	args[0] = PointerGetDatum(ids);
+	args[1] = PointerGetDatum(receipts);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	owner_context_enter(&ctx);
+	acked = run_plan(storage_plan(STMT_ACK_BATCH, meta->id, 0), args, NULL);
+	for (uint64 i = 0; i < acked; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	owner_context_exit(&ctx);
+
+	if (acked > 0)
+		pending_removed(meta->id, (int64) acked, true);
+	PG_RETURN_NULL();
+}
+
+/* queue.nack(queue_name, id, receipt, delay, error) returns boolean */
+Datum
+queue_nack(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	int64		delay = interval_arg_usecs(fcinfo, 3, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
+	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
+	args[2] = TimestampTzGetDatum(GetCurrentTimestamp() + delay);
+	args[3] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	nulls[3] = PG_ARGISNULL(4) ? 'n' : ' ';
+	if (!leased_statement(meta, STMT_NACK, args, nulls))
+		PG_RETURN_BOOL(false);
+	pending_wake(meta->id);
+	PG_RETURN_BOOL(true);
+}
+
+/* queue.set_visibility(queue_name, id, receipt, visibility_timeout) returns boolean */
+Datum
+queue_set_visibility(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	int64		visibility = interval_arg_usecs(fcinfo, 3, "visibility_timeout", 0,
+												QUEUE_MAX_VISIBILITY_USECS, -1);
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
+	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
+	args[2] = TimestampTzGetDatum(GetCurrentTimestamp() + visibility);
+	if (!leased_statement(meta, STMT_SET_VISIBILITY, args, NULL))
+		PG_RETURN_BOOL(false);
+	if (visibility == 0)
+		pending_wake(meta->id);
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * queue.archive(queue_name, id, receipt) returns boolean.  Archived
+ * messages older than the queue's retention are pruned on the way; the
+ * prune is an index range scan that finds nothing most of the time.
+ */
+Datum
+queue_archive(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		args[3];
+	uint64		archived;
+	OwnerContext ctx;
+
+	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
+	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
+	args[2] = TimestampTzGetDatum(now);
+
+	owner_context_enter(&ctx);
+	archived = run_plan(storage_plan(STMT_ARCHIVE, meta->id, 0), args, NULL);
+	if (meta->retention_usecs >= 0)
+	{
+		Datum		cutoff = TimestampTzGetDatum(now - meta->retention_usecs);
+
+		run_plan(storage_plan(STMT_PRUNE_ARCHIVE, meta->id, 0), &cutoff, NULL);
+	}
+	owner_context_exit(&ctx);
+
+	if (archived == 0)
+		PG_RETURN_BOOL(false);
+	pending_removed(meta->id, 1, true);
+	PG_RETURN_BOOL(true);
+}
+
+/* queue.archived(queue_name) returns setof queue.archived_message */
+Datum
+queue_archived(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	uint64		n;
+	OwnerContext ctx;
+
+	InitMaterializedSRF(fcinfo, 0);
+	owner_context_enter(&ctx);
+	n = run_plan(storage_plan(STMT_LIST_ARCHIVE, meta->id, 0), NULL, NULL);
+	for (uint64 i = 0; i < n; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	owner_context_exit(&ctx);
+	PG_RETURN_NULL();
+}

@@ -1,0 +1,266 @@
+-- queue 0.1: durable work queues inside PostgreSQL.
+--
+-- Two schemas: "queue" holds the API users call; "queue_internal" holds the
+-- catalog and every queue's tables, which are named from the queue's numeric
+-- id (q<id> for messages, a<id> for the archive), never from its name.
+-- Nobody but the extension's owner has any right on queue_internal: the C
+-- functions check the caller's per-queue privileges, then act as the owner.
+
+\echo Use "CREATE EXTENSION queue" to load this file. \quit
+
+CREATE SCHEMA queue_internal;
+REVOKE ALL ON SCHEMA queue_internal FROM PUBLIC;
+COMMENT ON SCHEMA queue_internal IS
+  'Internal storage of the queue extension: the catalog and each queue''s tables. Use the functions in schema queue instead.';
+
+-- Message ids come from one sequence shared by all queues, so a message keeps
+-- its id when it moves to a dead-letter queue or is redriven back.
+CREATE SEQUENCE queue_internal.message_id_seq AS pg_catalog.int8;
+
+CREATE TABLE queue_internal.queue (
+    id                  pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                pg_catalog.text NOT NULL UNIQUE,
+    logged              pg_catalog.bool NOT NULL,
+    visibility_timeout  pg_catalog.interval NOT NULL,
+    max_attempts        pg_catalog.int4,
+    dead_letter_queue   pg_catalog.int8 REFERENCES queue_internal.queue (id),
+    retention           pg_catalog.interval,
+    owner               pg_catalog.oid NOT NULL,
+    senders             pg_catalog.oid[] NOT NULL DEFAULT '{}',
+    readers             pg_catalog.oid[] NOT NULL DEFAULT '{}',
+    admins              pg_catalog.oid[] NOT NULL DEFAULT '{}',
+    created_at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE queue_internal.queue IS
+  'Catalog of queues; one row per queue. Change it only through queue.create, queue.alter, queue.drop, queue.grant and queue.revoke.';
+
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.message_id_seq', '');
+
+-- What queue.read and queue.pop return.
+CREATE TYPE queue.message AS (
+    id           pg_catalog.int8,
+    payload      pg_catalog.jsonb,
+    headers      pg_catalog.jsonb,
+    group_key    pg_catalog.text,
+    enqueued_at  pg_catalog.timestamptz,
+    visible_at   pg_catalog.timestamptz,
+    attempts     pg_catalog.int4,
+    last_error   pg_catalog.text,
+    receipt      pg_catalog.int8
+);
+COMMENT ON TYPE queue.message IS
+  'A message as delivered: receipt is the lease of this delivery, to pass back to ack, nack, set_visibility and archive.';
+
+-- What queue.archived returns.
+CREATE TYPE queue.archived_message AS (
+    id           pg_catalog.int8,
+    payload      pg_catalog.jsonb,
+    headers      pg_catalog.jsonb,
+    group_key    pg_catalog.text,
+    enqueued_at  pg_catalog.timestamptz,
+    archived_at  pg_catalog.timestamptz,
+    attempts     pg_catalog.int4,
+    last_error   pg_catalog.text
+);
+COMMENT ON TYPE queue.archived_message IS 'A message kept in a queue''s archive by queue.archive.';
+
+-- Queues ------------------------------------------------------------------
+
+CREATE FUNCTION queue.create(
+    queue_name          pg_catalog.text,
+    logged              pg_catalog.bool DEFAULT true,
+    visibility_timeout  pg_catalog.interval DEFAULT '30 seconds',
+    max_attempts        pg_catalog.int4 DEFAULT NULL,
+    dead_letter_queue   pg_catalog.text DEFAULT NULL,
+    retention           pg_catalog.interval DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_create';
+COMMENT ON FUNCTION queue.create(pg_catalog.text, pg_catalog.bool, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval) IS
+  'Creates a queue (durable unless logged => false) and returns its id; the caller becomes its owner.';
+
+CREATE FUNCTION queue.alter(
+    queue_name          pg_catalog.text,
+    visibility_timeout  pg_catalog.interval DEFAULT NULL,
+    max_attempts        pg_catalog.int4 DEFAULT NULL,
+    dead_letter_queue   pg_catalog.text DEFAULT NULL,
+    retention           pg_catalog.interval DEFAULT NULL,
+    rename_to           pg_catalog.text DEFAULT NULL,
+    reset               pg_catalog.text[] DEFAULT NULL)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_alter';
+COMMENT ON FUNCTION queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]) IS
+  'Changes a queue''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults.';
+
+CREATE FUNCTION queue.drop(queue_name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_drop';
+COMMENT ON FUNCTION queue.drop(pg_catalog.text, pg_catalog.bool) IS
+  'Drops a queue with its messages and archive; returns false when if_exists is set and there was no such queue.';
+
+CREATE FUNCTION queue.purge(queue_name pg_catalog.text)
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_purge';
+COMMENT ON FUNCTION queue.purge(pg_catalog.text) IS
+  'Deletes every message of a queue (not its archive) and returns how many there were.';
+
+CREATE FUNCTION queue.grant(queue_name pg_catalog.text, privilege pg_catalog.text, role pg_catalog.regrole)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_grant';
+COMMENT ON FUNCTION queue.grant(pg_catalog.text, pg_catalog.text, pg_catalog.regrole) IS
+  'Grants send, read, administer or all on a queue to a role.';
+
+CREATE FUNCTION queue.revoke(queue_name pg_catalog.text, privilege pg_catalog.text, role pg_catalog.regrole)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_revoke';
+COMMENT ON FUNCTION queue.revoke(pg_catalog.text, pg_catalog.text, pg_catalog.regrole) IS
+  'Revokes send, read, administer or all on a queue from a role.';
+
+-- Messages ----------------------------------------------------------------
+
+CREATE FUNCTION queue.send(
+    queue_name  pg_catalog.text,
+    payload     pg_catalog.jsonb,
+    delay       pg_catalog.interval DEFAULT '0',
+    headers     pg_catalog.jsonb DEFAULT NULL,
+    group_key   pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_send';
+COMMENT ON FUNCTION queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text) IS
+  'Enqueues one message in the caller''s transaction and returns its id.';
+
+CREATE FUNCTION queue.send_batch(
+    queue_name  pg_catalog.text,
+    payloads    pg_catalog.jsonb[],
+    delay       pg_catalog.interval DEFAULT '0',
+    headers     pg_catalog.jsonb DEFAULT NULL,
+    group_key   pg_catalog.text DEFAULT NULL)
+RETURNS SETOF pg_catalog.int8
+LANGUAGE c VOLATILE ROWS 100 AS 'MODULE_PATHNAME', 'queue_send_batch';
+COMMENT ON FUNCTION queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text) IS
+  'Enqueues one message per array element, in order, and returns their ids in the same order.';
+
+CREATE FUNCTION queue.read(
+    queue_name          pg_catalog.text,
+    max_messages        pg_catalog.int4 DEFAULT 1,
+    visibility_timeout  pg_catalog.interval DEFAULT NULL,
+    wait                pg_catalog.interval DEFAULT '0')
+RETURNS SETOF queue.message
+LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'queue_read';
+COMMENT ON FUNCTION queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval) IS
+  'Leases up to max_messages visible messages, oldest first, hiding them for the visibility timeout; with wait, blocks until a send commits or the wait ends.';
+
+CREATE FUNCTION queue.pop(queue_name pg_catalog.text, max_messages pg_catalog.int4 DEFAULT 1)
+RETURNS SETOF queue.message
+LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'queue_pop';
+COMMENT ON FUNCTION queue.pop(pg_catalog.text, pg_catalog.int4) IS
+  'Reads and deletes up to max_messages visible messages in one step (at-most-once: a failure after the commit loses them).';
+
+CREATE FUNCTION queue.ack(queue_name pg_catalog.text, id pg_catalog.int8, receipt pg_catalog.int8)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_ack';
+COMMENT ON FUNCTION queue.ack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8) IS
+  'Deletes a message read with this receipt; false when the lease was lost (read again by another consumer) or the message is gone.';
+
+CREATE FUNCTION queue.ack(queue_name pg_catalog.text, ids pg_catalog.int8[], receipts pg_catalog.int8[])
+RETURNS SETOF pg_catalog.int8
+LANGUAGE c VOLATILE ROWS 100 AS 'MODULE_PATHNAME', 'queue_ack_batch';
+COMMENT ON FUNCTION queue.ack(pg_catalog.text, pg_catalog.int8[], pg_catalog.int8[]) IS
+  'Deletes the messages whose (id, receipt) pairs still hold their lease; returns the ids deleted.';
+
+CREATE FUNCTION queue.nack(
+    queue_name  pg_catalog.text,
+    id          pg_catalog.int8,
+    receipt     pg_catalog.int8,
+    delay       pg_catalog.interval DEFAULT '0',
+    error       pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_nack';
+COMMENT ON FUNCTION queue.nack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.interval, pg_catalog.text) IS
+  'Gives a leased message back: visible again after delay, with error recorded as its last_error; false when the lease was lost.';
+
+CREATE FUNCTION queue.set_visibility(
+    queue_name          pg_catalog.text,
+    id                  pg_catalog.int8,
+    receipt             pg_catalog.int8,
+    visibility_timeout  pg_catalog.interval)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_set_visibility';
+COMMENT ON FUNCTION queue.set_visibility(pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.interval) IS
+  'Hides a leased message until now + visibility_timeout (extends or shortens the lease); false when the lease was lost.';
+
+CREATE FUNCTION queue.archive(queue_name pg_catalog.text, id pg_catalog.int8, receipt pg_catalog.int8)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_archive';
+COMMENT ON FUNCTION queue.archive(pg_catalog.text, pg_catalog.int8, pg_catalog.int8) IS
+  'Moves a leased message into the queue''s archive (kept for the queue''s retention); false when the lease was lost.';
+
+CREATE FUNCTION queue.archived(queue_name pg_catalog.text)
+RETURNS SETOF queue.archived_message
+LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'queue_archived';
+COMMENT ON FUNCTION queue.archived(pg_catalog.text) IS
+  'Lists the messages in a queue''s archive, oldest first.';
+
+CREATE FUNCTION queue.redrive(
+    dead_letter_queue  pg_catalog.text,
+    target             pg_catalog.text DEFAULT NULL,
+    max_messages       pg_catalog.int8 DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_redrive';
+COMMENT ON FUNCTION queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8) IS
+  'Moves dead letters back to the queue they came from (or to target), oldest first, at most max_messages; returns how many moved.';
+
+-- Observability -------------------------------------------------------------
+
+CREATE FUNCTION queue.queue_stats(
+    OUT queue_name          pg_catalog.text,
+    OUT id                  pg_catalog.int8,
+    OUT logged              pg_catalog.bool,
+    OUT visibility_timeout  pg_catalog.interval,
+    OUT max_attempts        pg_catalog.int4,
+    OUT dead_letter_queue   pg_catalog.text,
+    OUT retention           pg_catalog.interval,
+    OUT messages            pg_catalog.int8,
+    OUT visible             pg_catalog.int8,
+    OUT in_flight           pg_catalog.int8,
+    OUT delayed             pg_catalog.int8,
+    OUT oldest_visible_age  pg_catalog.interval,
+    OUT dead_letters        pg_catalog.int8,
+    OUT sent_total          pg_catalog.int8,
+    OUT acked_total         pg_catalog.int8,
+    OUT dead_lettered_total pg_catalog.int8,
+    OUT created_at          pg_catalog.timestamptz)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_stats';
+COMMENT ON FUNCTION queue.queue_stats() IS 'The rows of the view queue.queues.';
+
+CREATE VIEW queue.queues AS SELECT * FROM queue.queue_stats();
+COMMENT ON VIEW queue.queues IS
+  'One row per queue the current role may use: settings, depth and counters (totals count since server start).';
+
+-- Privileges: nothing reaches PUBLIC by default. The message and queue
+-- functions are granted to PUBLIC on purpose because each checks the caller's
+-- privilege on the queue it names before it does anything; creating queues
+-- is left to roles the administrator grants EXECUTE on queue.create.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA queue FROM PUBLIC;
+GRANT USAGE ON SCHEMA queue TO PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]),
+    queue.drop(pg_catalog.text, pg_catalog.bool),
+    queue.purge(pg_catalog.text),
+    queue.grant(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
+    queue.revoke(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
+    queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text),
+    queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text),
+    queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval),
+    queue.pop(pg_catalog.text, pg_catalog.int4),
+    queue.ack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
+    queue.ack(pg_catalog.text, pg_catalog.int8[], pg_catalog.int8[]),
+    queue.nack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.interval, pg_catalog.text),
+    queue.set_visibility(pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.interval),
+    queue.archive(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
+    queue.archived(pg_catalog.text),
+    queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8),
+    queue.queue_stats()
+  TO PUBLIC;
+GRANT SELECT ON queue.queues TO PUBLIC;

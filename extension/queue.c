@@ -1,0 +1,53 @@
+/*
+ * queue.c
+ *    Entry point of the queue extension: the module magic, the GUCs and
+ *    _PG_init, which only defines settings and asks each subsystem to
+ *    initialise itself.
+ *
+ * All settings live under queue.* and are defined here, nowhere else.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "compat.h"
+#include "queue.h"
+
+PG_MODULE_MAGIC;
+
+int			queue_max_payload_size = 1024 * 1024;
+int			queue_max_queues = 1024;
+
+void		_PG_init(void);
+
+static void
+define_settings(void)
+{
+	DefineCustomIntVariable("queue.max_payload_size",
+							"Largest message accepted by send, payload and headers together.",
+							"A larger message is refused with SQLSTATE 54000 before anything is written.",
+							&queue_max_payload_size,
+							1024 * 1024, 1024, 256 * 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue.max_queues",
+							"Number of queues whose counters and wakeups fit in shared memory.",
+							"Queues beyond it still work; their counters show as NULL and their waiters share one wakeup.",
+							&queue_max_queues,
+							1024, 16, 1000000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	queue_reserve_guc_prefix("queue");
+}
+
+void
+_PG_init(void)
+{
+	define_settings();
+	if (process_shared_preload_libraries_in_progress)
+		shmem_init();
+}

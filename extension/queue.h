@@ -1,0 +1,146 @@
+/*
+ * queue.h
+ *    Declarations shared by the files of the queue extension.
+ *
+ * Each section names the file that owns it.
+ */
+#ifndef QUEUE_H
+#define QUEUE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+
+#define QUEUE_INTERNAL_SCHEMA	"queue_internal"
+#define QUEUE_NAME_MAXLEN		48
+
+/* queue.c: settings */
+extern int	queue_max_payload_size;
+extern int	queue_max_queues;
+
+/* validate.c: argument checks shared by every SQL-callable function */
+extern void validate_queue_name(const char *argname, const char *name);
+extern char *queue_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern int64 interval_arg_usecs(FunctionCallInfo fcinfo, int argno, const char *argname,
+								int64 min_usecs, int64 max_usecs, int64 default_usecs);
+extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
+
+#define QUEUE_MAX_BATCH				10000
+#define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
+#define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
+#define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
+#define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
+
+/* shmem.c: per-queue counters and wakeups in shared memory */
+typedef struct QueueCounters
+{
+	bool		tracked;		/* false when the shared table is full */
+	bool		messages_known; /* false until counted since server start */
+	int64		messages;
+	int64		sent;
+	int64		acked;
+	int64		dead;
+} QueueCounters;
+
+extern void shmem_init(void);
+extern bool shmem_is_ready(void);
+extern void require_preloaded(void);
+extern void pending_sent(int64 queue_id, int64 n);
+extern void pending_removed(int64 queue_id, int64 n, bool acked);
+extern void pending_dead_lettered(int64 from_queue_id, int64 to_queue_id, int64 n);
+extern void pending_moved(int64 from_queue_id, int64 to_queue_id, int64 n);
+extern void pending_wake(int64 queue_id);
+extern void pending_purged(int64 queue_id);
+extern void pending_dropped(int64 queue_id);
+extern bool pending_touches(int64 queue_id);
+extern uint64 wakeup_sequence(int64 queue_id);
+extern bool wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms);
+extern QueueCounters counters_read(int64 queue_id);
+extern void counters_set_messages(int64 queue_id, int64 messages);
+
+/* catalog.c: the queue catalog, cached per backend, and privileges */
+typedef enum QueuePrivilege
+{
+	QUEUE_PRIV_SEND = 1 << 0,
+	QUEUE_PRIV_READ = 1 << 1,
+	QUEUE_PRIV_ADMIN = 1 << 2
+} QueuePrivilege;
+
+typedef struct QueueMeta
+{
+	char		name[NAMEDATALEN];	/* hash key: must be first */
+	int64		id;
+	bool		logged;
+	int64		visibility_usecs;
+	int32		max_attempts;	/* 0: no limit */
+	int64		dead_letter_id; /* 0: none */
+	int64		retention_usecs;	/* -1: keep archived messages for ever */
+	Oid			owner;
+	int			nsenders;
+	Oid		   *senders;
+	int			nreaders;
+	Oid		   *readers;
+	int			nadmins;
+	Oid		   *admins;
+} QueueMeta;
+
+typedef struct OwnerContext
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			guc_level;
+	bool		spi_connected;
+} OwnerContext;
+
+extern const QueueMeta *queue_lookup(const char *name, bool missing_ok);
+extern const QueueMeta *queue_lookup_by_id(int64 id);
+extern bool queue_has_privilege(const QueueMeta *meta, int privileges);
+extern void queue_require_privilege(const QueueMeta *meta, int privileges);
+extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const char *argname,
+								   int privileges);
+extern void owner_context_enter(OwnerContext *ctx);
+extern void owner_context_exit(OwnerContext *ctx);
+extern void catalog_changed(void);
+extern Oid	catalog_relid(void);
+
+/* storage.c: per-queue tables and the cached statements that touch them */
+typedef enum StorageStatement
+{
+	STMT_SEND,
+	STMT_SEND_BATCH,
+	STMT_CLAIM,
+	STMT_DELETE_IDS,
+	STMT_DEAD_LETTER,
+	STMT_ACK,
+	STMT_ACK_BATCH,
+	STMT_NACK,
+	STMT_SET_VISIBILITY,
+	STMT_ARCHIVE,
+	STMT_PRUNE_ARCHIVE,
+	STMT_FIRST_VISIBLE,
+	STMT_COUNT_HIDDEN,
+	STMT_LIST_ARCHIVE,
+	STMT_REDRIVE,
+	STMT__COUNT
+} StorageStatement;
+
+/* Column positions of the rows STMT_CLAIM returns (queue.message's order). */
+#define MSG_COL_ID			1
+#define MSG_COL_ATTEMPTS	7
+#define MSG_NCOLS			9
+
+extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
+extern void storage_create_tables(int64 queue_id, bool logged);
+extern void storage_drop_tables(int64 queue_id);
+extern int64 storage_truncate(int64 queue_id);
+extern int64 storage_count(int64 queue_id);
+extern Oid	storage_relid(int64 queue_id);
+
+/* message.c: moving messages between queues */
+extern int64 dead_letter_ids(const QueueMeta *meta, Datum ids);
+
+#endif							/* QUEUE_H */

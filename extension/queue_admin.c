@@ -1,0 +1,624 @@
+/*
+ * queue_admin.c
+ *    The queue API: create, alter, drop, purge, grant, revoke, redrive and
+ *    the rows of the view queue.queues.
+ *
+ * None of these is on a hot path.  Each validates every argument before it
+ * changes anything, checks the caller's privilege, then changes the catalog
+ * and the queue's tables as the extension's owner and tells every backend
+ * that the catalog changed (catalog_changed).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "queue.h"
+
+#define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define DEFAULT_VISIBILITY_USECS	(30 * USECS_PER_SEC)
+
+PG_FUNCTION_INFO_V1(queue_create);
+PG_FUNCTION_INFO_V1(queue_alter);
+PG_FUNCTION_INFO_V1(queue_drop);
+PG_FUNCTION_INFO_V1(queue_purge);
+PG_FUNCTION_INFO_V1(queue_grant);
+PG_FUNCTION_INFO_V1(queue_revoke);
+PG_FUNCTION_INFO_V1(queue_redrive);
+PG_FUNCTION_INFO_V1(queue_stats);
+
+/* A queue's settings as create and alter assemble them. */
+typedef struct QueueSettings
+{
+	int64		visibility_usecs;
+	int32		max_attempts;	/* 0: none */
+	const QueueMeta *dead_letter;	/* NULL: none */
+	int64		retention_usecs;	/* -1: none */
+} QueueSettings;
+
+static void
+run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
+}
+
+static Datum
+usecs_interval(int64 usecs)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = (int32) (usecs / USECS_PER_DAY);
+	iv->time = usecs % USECS_PER_DAY;
+	return IntervalPGetDatum(iv);
+}
+
+static int32
+max_attempts_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32		n = PG_GETARG_INT32(argno);
+
+	if (n < 1 || n > QUEUE_MAX_ATTEMPTS_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be between 1 and %d", QUEUE_MAX_ATTEMPTS_LIMIT),
+				 errdetail("The value given was %d.", n)));
+	return n;
+}
+
+/* The dead-letter queue named by an argument: it must exist and take sends from the caller. */
+static const QueueMeta *
+dead_letter_arg(FunctionCallInfo fcinfo, int argno, const char *own_name)
+{
+	char	   *name = queue_name_arg(fcinfo, argno, "dead_letter_queue");
+	const QueueMeta *dlq;
+
+	if (own_name != NULL && strcmp(name, own_name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a queue cannot be its own dead-letter queue")));
+	dlq = queue_lookup(name, false);
+	queue_require_privilege(dlq, QUEUE_PRIV_SEND);
+	return dlq;
+}
+
+static void
+check_settings(const QueueSettings *s)
+{
+	if (s->max_attempts > 0 && s->dead_letter == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts needs a dead_letter_queue"),
+				 errdetail("A message read more than max_attempts times moves to the dead-letter queue; without one it would have nowhere to go."),
+				 errhint("Create a queue for dead letters and pass it as dead_letter_queue.")));
+}
+
+static void
+refuse_duplicate(const char *name)
+{
+	if (queue_lookup(name, true) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("queue \"%s\" already exists", name)));
+}
+
+/* queue.create(queue_name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention) */
+Datum
+queue_create(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		logged;
+	QueueSettings s = {0};
+	Oid			owner = GetUserId();
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {TEXTOID, BOOLOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, OIDOID};
+	bool		isnull;
+	int64		id;
+	OwnerContext ctx;
+
+	require_preloaded();
+	name = queue_name_arg(fcinfo, 0, "queue_name");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("logged must not be null")));
+	logged = PG_GETARG_BOOL(1);
+	s.visibility_usecs = interval_arg_usecs(fcinfo, 2, "visibility_timeout", 0,
+											QUEUE_MAX_VISIBILITY_USECS, -1);
+	s.max_attempts = PG_ARGISNULL(3) ? 0 : max_attempts_arg(fcinfo, 3);
+	s.dead_letter = PG_ARGISNULL(4) ? NULL : dead_letter_arg(fcinfo, 4, name);
+	s.retention_usecs = PG_ARGISNULL(5) ? -1 :
+		interval_arg_usecs(fcinfo, 5, "retention", 0, QUEUE_MAX_RETENTION_USECS, -1);
+	check_settings(&s);
+	refuse_duplicate(name);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = BoolGetDatum(logged);
+	values[2] = usecs_interval(s.visibility_usecs);
+	values[3] = Int32GetDatum(s.max_attempts);
+	nulls[3] = s.max_attempts > 0 ? ' ' : 'n';
+	values[4] = Int64GetDatum(s.dead_letter ? s.dead_letter->id : 0);
+	nulls[4] = s.dead_letter ? ' ' : 'n';
+	values[5] = usecs_interval(s.retention_usecs);
+	nulls[5] = s.retention_usecs >= 0 ? ' ' : 'n';
+	values[6] = ObjectIdGetDatum(owner);
+
+	owner_context_enter(&ctx);
+	run_sql("INSERT INTO queue_internal.queue"
+			" (name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention, owner)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+			7, types, values, nulls);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	storage_create_tables(id, logged);
+	catalog_changed();
+	owner_context_exit(&ctx);
+	PG_RETURN_INT64(id);
+}
+
+/* Applies one name of alter's reset array to the settings. */
+static void
+reset_setting(QueueSettings *s, const char *setting)
+{
+	if (strcmp(setting, "visibility_timeout") == 0)
+		s->visibility_usecs = DEFAULT_VISIBILITY_USECS;
+	else if (strcmp(setting, "max_attempts") == 0)
+		s->max_attempts = 0;
+	else if (strcmp(setting, "dead_letter_queue") == 0)
+		s->dead_letter = NULL;
+	else if (strcmp(setting, "retention") == 0)
+		s->retention_usecs = -1;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot reset unknown setting \"%s\"", setting),
+				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue and retention.")));
+}
+
+/* queue.alter(queue_name, visibility_timeout, max_attempts, dead_letter_queue, retention, rename_to, reset) */
+Datum
+queue_alter(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_ADMIN);
+	QueueSettings s;
+	const char *new_name = meta->name;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {INT8OID, TEXTOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID};
+	OwnerContext ctx;
+
+	s.visibility_usecs = meta->visibility_usecs;
+	s.max_attempts = meta->max_attempts;
+	s.dead_letter = meta->dead_letter_id ? queue_lookup_by_id(meta->dead_letter_id) : NULL;
+	s.retention_usecs = meta->retention_usecs;
+
+	if (!PG_ARGISNULL(6))
+	{
+		Datum	   *elems;
+		bool	   *elem_nulls;
+		int			n;
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(6), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &elem_nulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			if (elem_nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("reset must not contain nulls")));
+			reset_setting(&s, TextDatumGetCString(elems[i]));
+		}
+	}
+	if (!PG_ARGISNULL(1))
+		s.visibility_usecs = interval_arg_usecs(fcinfo, 1, "visibility_timeout", 0,
+												QUEUE_MAX_VISIBILITY_USECS, -1);
+	if (!PG_ARGISNULL(2))
+		s.max_attempts = max_attempts_arg(fcinfo, 2);
+	if (!PG_ARGISNULL(3))
+		s.dead_letter = dead_letter_arg(fcinfo, 3, meta->name);
+	if (!PG_ARGISNULL(4))
+		s.retention_usecs = interval_arg_usecs(fcinfo, 4, "retention", 0,
+											   QUEUE_MAX_RETENTION_USECS, -1);
+	if (!PG_ARGISNULL(5))
+	{
+		new_name = queue_name_arg(fcinfo, 5, "rename_to");
+		if (strcmp(new_name, meta->name) != 0)
+			refuse_duplicate(new_name);
+	}
+	check_settings(&s);
+
+	values[0] = Int64GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(new_name);
+	values[2] = usecs_interval(s.visibility_usecs);
+	values[3] = Int32GetDatum(s.max_attempts);
+	nulls[3] = s.max_attempts > 0 ? ' ' : 'n';
+	values[4] = Int64GetDatum(s.dead_letter ? s.dead_letter->id : 0);
+	nulls[4] = s.dead_letter ? ' ' : 'n';
+	values[5] = usecs_interval(s.retention_usecs);
+	nulls[5] = s.retention_usecs >= 0 ? ' ' : 'n';
+
+	owner_context_enter(&ctx);
+	run_sql("UPDATE queue_internal.queue SET name = $2, visibility_timeout = $3,"
+			" max_attempts = $4, dead_letter_queue = $5, retention = $6 WHERE id = $1",
+			6, types, values, nulls);
+	catalog_changed();
+	owner_context_exit(&ctx);
+	PG_RETURN_VOID();
+}
+
+/* Refuses to drop a queue that another queue uses as its dead-letter queue. */
+static void
+refuse_if_dead_letter_target(const QueueMeta *meta)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+
+	run_sql("SELECT name FROM queue_internal.queue WHERE dead_letter_queue = $1 ORDER BY name LIMIT 1",
+			1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop queue \"%s\" because queue \"%s\" uses it as its dead-letter queue",
+						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("Change that queue's dead_letter_queue with queue.alter() first.")));
+}
+
+/* queue.drop(queue_name, if_exists) returns boolean */
+Datum
+queue_drop(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	const QueueMeta *meta;
+	bool		if_exists = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	Oid			type = INT8OID;
+	Datum		id;
+	OwnerContext ctx;
+
+	require_preloaded();
+	name = queue_name_arg(fcinfo, 0, "queue_name");
+	meta = queue_lookup(name, if_exists);
+	if (meta == NULL)
+	{
+		ereport(NOTICE,
+				(errmsg("queue \"%s\" does not exist, skipping", name)));
+		PG_RETURN_BOOL(false);
+	}
+	queue_require_privilege(meta, QUEUE_PRIV_ADMIN);
+	id = Int64GetDatum(meta->id);
+
+	owner_context_enter(&ctx);
+	refuse_if_dead_letter_target(meta);
+	storage_drop_tables(meta->id);
+	run_sql("DELETE FROM queue_internal.queue WHERE id = $1", 1, &type, &id, NULL);
+	catalog_changed();
+	owner_context_exit(&ctx);
+	pending_dropped(meta->id);
+	PG_RETURN_BOOL(true);
+}
+
+/* queue.purge(queue_name) returns bigint */
+Datum
+queue_purge(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_ADMIN);
+	int64		purged;
+	OwnerContext ctx;
+
+	owner_context_enter(&ctx);
+	purged = storage_truncate(meta->id);
+	owner_context_exit(&ctx);
+	pending_purged(meta->id);
+	PG_RETURN_INT64(purged);
+}
+
+/* The privilege mask an argument of grant or revoke names. */
+static int
+privilege_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *priv;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("privilege must not be null")));
+	priv = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(priv, "send") == 0)
+		return QUEUE_PRIV_SEND;
+	if (strcmp(priv, "read") == 0)
+		return QUEUE_PRIV_READ;
+	if (strcmp(priv, "administer") == 0)
+		return QUEUE_PRIV_ADMIN;
+	if (strcmp(priv, "all") == 0)
+		return QUEUE_PRIV_SEND | QUEUE_PRIV_READ | QUEUE_PRIV_ADMIN;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown queue privilege \"%s\"", priv),
+			 errhint("Use send, read, administer or all.")));
+	return 0;					/* keep the compiler quiet */
+}
+
+/* Adds a role to, or removes it from, the grant lists the mask names. */
+static void
+change_grants(FunctionCallInfo fcinfo, bool grant)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_ADMIN);
+	int			privs = privilege_arg(fcinfo, 1);
+	Datum		values[5];
+	Oid			types[5] = {INT8OID, OIDOID, BOOLOID, BOOLOID, BOOLOID};
+	OwnerContext ctx;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("role must not be null")));
+	values[0] = Int64GetDatum(meta->id);
+	values[1] = PG_GETARG_DATUM(2);
+	values[2] = BoolGetDatum((privs & QUEUE_PRIV_SEND) != 0);
+	values[3] = BoolGetDatum((privs & QUEUE_PRIV_READ) != 0);
+	values[4] = BoolGetDatum((privs & QUEUE_PRIV_ADMIN) != 0);
+
+	owner_context_enter(&ctx);
+	if (grant)
+		run_sql("UPDATE queue_internal.queue SET"
+				" senders = CASE WHEN $3 THEN array_append(array_remove(senders, $2), $2) ELSE senders END,"
+				" readers = CASE WHEN $4 THEN array_append(array_remove(readers, $2), $2) ELSE readers END,"
+				" admins = CASE WHEN $5 THEN array_append(array_remove(admins, $2), $2) ELSE admins END"
+				" WHERE id = $1", 5, types, values, NULL);
+	else
+		run_sql("UPDATE queue_internal.queue SET"
+				" senders = CASE WHEN $3 THEN array_remove(senders, $2) ELSE senders END,"
+				" readers = CASE WHEN $4 THEN array_remove(readers, $2) ELSE readers END,"
+				" admins = CASE WHEN $5 THEN array_remove(admins, $2) ELSE admins END"
+				" WHERE id = $1", 5, types, values, NULL);
+	catalog_changed();
+	owner_context_exit(&ctx);
+}
+
+/* queue.grant(queue_name, privilege, role) */
+Datum
+queue_grant(PG_FUNCTION_ARGS)
+{
+	change_grants(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+/* queue.revoke(queue_name, privilege, role) */
+Datum
+queue_revoke(PG_FUNCTION_ARGS)
+{
+	change_grants(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+/* Moves up to limit dead letters from dlq to target; any_origin or only target's own. */
+static int64
+redrive_to(const QueueMeta *dlq, const QueueMeta *target, bool any_origin, int64 limit)
+{
+	Datum		args[3];
+	int			rc;
+	OwnerContext ctx;
+
+	queue_require_privilege(target, QUEUE_PRIV_SEND);
+	args[0] = BoolGetDatum(any_origin);
+	args[1] = Int64GetDatum(limit);
+	args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+	owner_context_enter(&ctx);
+	rc = SPI_execute_plan(storage_plan(STMT_REDRIVE, dlq->id, target->id), args, NULL, false, 0);
+	if (rc < 0)
+		elog(ERROR, "redrive failed: %s", SPI_result_code_string(rc));
+	owner_context_exit(&ctx);
+	if (SPI_processed > 0)
+		pending_moved(dlq->id, target->id, (int64) SPI_processed);
+	return (int64) SPI_processed;
+}
+
+/* The distinct origins of the dead letters in a queue, oldest first. */
+static List *
+dead_letter_origins(const QueueMeta *dlq)
+{
+	List	   *origins = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+	OwnerContext ctx;
+
+	owner_context_enter(&ctx);
+	run_sql(psprintf("SELECT origin FROM queue_internal.q%lld WHERE origin IS NOT NULL"
+					 " GROUP BY origin ORDER BY min(id)", (long long) dlq->id),
+			0, NULL, NULL, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		origin = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+		int64	   *p = palloc(sizeof(int64));
+
+		*p = origin;
+		origins = lappend(origins, p);
+		MemoryContextSwitchTo(spi);
+	}
+	owner_context_exit(&ctx);
+	return origins;
+}
+
+/* queue.redrive(dead_letter_queue, target, max_messages) returns bigint */
+Datum
+queue_redrive(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *dlq = queue_open(fcinfo, 0, "dead_letter_queue", QUEUE_PRIV_ADMIN);
+	int64		limit = PG_INT64_MAX;
+	int64		moved = 0;
+	ListCell   *lc;
+
+	if (!PG_ARGISNULL(2))
+	{
+		limit = PG_GETARG_INT64(2);
+		if (limit < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_messages must be at least 1"),
+					 errdetail("The value given was " INT64_FORMAT ".", limit)));
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		const QueueMeta *target = queue_lookup(queue_name_arg(fcinfo, 1, "target"), false);
+
+		if (target->id == dlq->id)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot redrive a queue into itself")));
+		PG_RETURN_INT64(redrive_to(dlq, target, true, limit));
+	}
+
+	foreach(lc, dead_letter_origins(dlq))
+	{
+		const QueueMeta *origin = queue_lookup_by_id(*(int64 *) lfirst(lc));
+
+		if (moved >= limit)
+			break;
+		if (origin == NULL)
+		{
+			ereport(NOTICE,
+					(errmsg("some dead letters stay in \"%s\": the queue they came from was dropped", dlq->name),
+					 errhint("Move them with queue.redrive('%s', target => ...).", dlq->name)));
+			continue;
+		}
+		moved += redrive_to(dlq, origin, false, limit - moved);
+	}
+	PG_RETURN_INT64(moved);
+}
+
+/*
+ * Counts a queue's messages once per server start, under a lock that keeps
+ * writers out (see counters_set_messages).  The lock is only tried: when a
+ * writer holds the queue, the count waits for a later call, and the view
+ * shows NULL meanwhile.  A transaction snapshot older than the lock would
+ * miss commits, so REPEATABLE READ and SERIALIZABLE callers never count.
+ */
+static void
+count_messages_once(const QueueMeta *meta)
+{
+	Oid			relid;
+
+	if (IsolationUsesXactSnapshot() || pending_touches(meta->id))
+		return;
+	relid = storage_relid(meta->id);
+	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareLock))
+		return;
+	counters_set_messages(meta->id, storage_count(meta->id));
+	UnlockRelationOid(relid, ShareLock);
+}
+
+/* Appends one row of queue.queues. */
+static void
+stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc catdesc)
+{
+	Datum		values[17];
+	bool		nulls[17] = {0};
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		arg = TimestampTzGetDatum(now);
+	QueueCounters c;
+	int64		in_flight;
+	int64		delayed;
+	bool		isnull;
+
+	/* settings, as the catalog row has them: name, id, logged, ..., created_at */
+	for (int i = 0; i < 7; i++)
+		values[i] = SPI_getbinval(cat, catdesc, i + 1, &nulls[i]);
+	values[16] = SPI_getbinval(cat, catdesc, 8, &nulls[16]);
+
+	c = counters_read(meta->id);
+	if (c.tracked && !c.messages_known)
+	{
+		count_messages_once(meta);
+		c = counters_read(meta->id);
+	}
+
+	SPI_execute_plan(storage_plan(STMT_COUNT_HIDDEN, meta->id, 0), &arg, NULL, true, 1);
+	in_flight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	delayed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	values[12] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+	values[7] = Int64GetDatum(c.messages);
+	nulls[7] = !c.messages_known;
+	values[8] = Int64GetDatum(c.messages - in_flight - delayed);
+	nulls[8] = !c.messages_known;
+	values[9] = Int64GetDatum(in_flight);
+	values[10] = Int64GetDatum(delayed);
+
+	SPI_execute_plan(storage_plan(STMT_FIRST_VISIBLE, meta->id, 0), &arg, NULL, true, 1);
+	nulls[11] = SPI_processed == 0;
+	if (SPI_processed > 0)
+	{
+		TimestampTz oldest = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 1, &isnull));
+
+		values[11] = DirectFunctionCall2(timestamp_mi, TimestampTzGetDatum(now),
+										 TimestampTzGetDatum(oldest));
+	}
+
+	values[13] = Int64GetDatum(c.sent);
+	values[14] = Int64GetDatum(c.acked);
+	values[15] = Int64GetDatum(c.dead);
+	nulls[13] = nulls[14] = nulls[15] = !c.tracked;
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * The rows of queue.queues, for the queues the caller holds any privilege
+ * on.  Counters come from shared memory; in_flight, delayed and dead_letters
+ * are counted by one scan of the queue's table.
+ */
+Datum
+queue_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SPITupleTable *catalog;
+	List	   *metas = NIL;
+	OwnerContext ctx;
+
+	require_preloaded();
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* privileges are the caller's, so look the queues up before the switch */
+	owner_context_enter(&ctx);
+	run_sql("SELECT q.name, q.id, q.logged, q.visibility_timeout, q.max_attempts, d.name,"
+			" q.retention, q.created_at"
+			" FROM queue_internal.queue q LEFT JOIN queue_internal.queue d ON d.id = q.dead_letter_queue"
+			" ORDER BY q.name", 0, NULL, NULL, NULL);
+	catalog = SPI_tuptable;
+	SPI_tuptable = NULL;		/* keep it past the next statements */
+	for (uint64 i = 0; i < catalog->numvals; i++)
+		metas = lappend(metas, SPI_getvalue(catalog->vals[i], catalog->tupdesc, 1));
+
+	for (uint64 i = 0; i < catalog->numvals; i++)
+	{
+		const char *name = list_nth(metas, (int) i);
+		const QueueMeta *meta;
+		Oid			saved_user;
+		int			saved_sec;
+		bool		allowed;
+
+		/* the privilege check must see the caller, not the owner */
+		GetUserIdAndSecContext(&saved_user, &saved_sec);
+		SetUserIdAndSecContext(ctx.saved_userid, ctx.saved_sec_context);
+		meta = queue_lookup(name, true);
+		allowed = meta != NULL &&
+			(queue_has_privilege(meta, QUEUE_PRIV_SEND) ||
+			 queue_has_privilege(meta, QUEUE_PRIV_READ));
+		SetUserIdAndSecContext(saved_user, saved_sec);
+		if (allowed)
+			stats_row(rsinfo, meta, catalog->vals[i], catalog->tupdesc);
+	}
+	owner_context_exit(&ctx);
+	PG_RETURN_NULL();
+}

@@ -1,0 +1,476 @@
+/*
+ * shmem.c
+ *    The extension's shared memory: one slot per queue holding its counters
+ *    and its wakeup, and the transaction-local record of what the current
+ *    transaction did to each queue, applied to the slots when it commits.
+ *
+ * Locking: the hash table's membership is guarded by one LWLock (shared to
+ * find a slot, exclusive to add or remove one).  A slot's counters are
+ * guarded by its spinlock; its wakeup sequence is an atomic.  Slots never
+ * move while they exist, and a slot is removed only when its queue's DROP
+ * commits, which waits (on the queue's table lock) for every transaction
+ * that used the queue, so nobody holds a pointer to a removed slot.
+ *
+ * Counters and wakeups change only at commit (XACT_EVENT_COMMIT runs after
+ * the commit is visible to other backends and before locks are released), so
+ * a waiter is never woken by a send that is not yet visible and a rolled-back
+ * transaction leaves no trace.  Subtransactions keep their own records, which
+ * an aborted savepoint discards.
+ *
+ * "messages" (how many messages a queue stores) is counted once per server
+ * start, by the first call that needs it, and kept up to date by the deltas
+ * after that; see counters_set_messages.  When the table of slots is full,
+ * further queues share one overflow wakeup and have no counters.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "queue.h"
+
+typedef struct QueueSlot
+{
+	int64		queue_id;		/* hash key */
+	pg_atomic_uint64 wake_seq;	/* bumped by every commit that adds work */
+	ConditionVariable cv;		/* readers waiting for wake_seq to move */
+	slock_t		mutex;			/* guards the counters below */
+	bool		messages_known;
+	int64		messages;
+	int64		sent;
+	int64		acked;
+	int64		dead;
+} QueueSlot;
+
+typedef struct QueueShared
+{
+	LWLock	   *lock;			/* guards membership of slot_hash */
+	pg_atomic_uint64 overflow_seq;	/* wakeup of queues without a slot */
+	ConditionVariable overflow_cv;
+} QueueShared;
+
+/* What the current transaction did to one queue, at one nesting level. */
+typedef struct PendingQueue
+{
+	int64		queue_id;
+	int			nest_level;
+	int64		messages;
+	int64		sent;
+	int64		acked;
+	int64		dead;
+	bool		wake;
+	bool		recount;		/* purged: count the messages again */
+	bool		dropped;
+} PendingQueue;
+
+static QueueShared *shared = NULL;
+static HTAB *slot_hash = NULL;
+static List *pending = NIL;		/* of PendingQueue, in TopTransactionContext */
+
+#ifdef QUEUE_HAS_SHMEM_REQUEST_HOOK
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static Size
+shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(QueueShared)),
+					hash_estimate_size(queue_max_queues, sizeof(QueueSlot)));
+}
+
+static void
+shmem_request(void)
+{
+#ifdef QUEUE_HAS_SHMEM_REQUEST_HOOK
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(shmem_size());
+	RequestNamedLWLockTranche("queue", 1);
+}
+
+static void
+shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("queue", sizeof(QueueShared), &found);
+	if (!found)
+	{
+		shared->lock = &(GetNamedLWLockTranche("queue"))->lock;
+		pg_atomic_init_u64(&shared->overflow_seq, 0);
+		ConditionVariableInit(&shared->overflow_cv);
+	}
+	info.keysize = sizeof(int64);
+	info.entrysize = sizeof(QueueSlot);
+	slot_hash = ShmemInitHash("queue slots", queue_max_queues, queue_max_queues,
+							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Finds a queue's slot, adding it when create is set and there is room. */
+static QueueSlot *
+slot_get(int64 queue_id, bool create)
+{
+	QueueSlot  *slot;
+	bool		found;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	slot = hash_search(slot_hash, &queue_id, HASH_FIND, NULL);
+	LWLockRelease(shared->lock);
+	if (slot != NULL || !create)
+		return slot;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = hash_search(slot_hash, &queue_id, HASH_ENTER_NULL, &found);
+	if (slot != NULL && !found)
+	{
+		pg_atomic_init_u64(&slot->wake_seq, 0);
+		ConditionVariableInit(&slot->cv);
+		SpinLockInit(&slot->mutex);
+		slot->messages_known = false;
+		slot->messages = slot->sent = slot->acked = slot->dead = 0;
+	}
+	LWLockRelease(shared->lock);
+	return slot;
+}
+
+static void
+slot_remove(int64 queue_id)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	hash_search(slot_hash, &queue_id, HASH_REMOVE, NULL);
+	LWLockRelease(shared->lock);
+}
+
+/* Applies one committed record to its queue's slot; must not throw. */
+static void
+apply_pending(const PendingQueue *p)
+{
+	QueueSlot  *slot;
+
+	if (p->dropped)
+	{
+		slot_remove(p->queue_id);
+		return;
+	}
+	slot = slot_get(p->queue_id, true);
+	if (slot == NULL)
+	{
+		if (p->wake)
+		{
+			pg_atomic_fetch_add_u64(&shared->overflow_seq, 1);
+			ConditionVariableBroadcast(&shared->overflow_cv);
+		}
+		return;
+	}
+	SpinLockAcquire(&slot->mutex);
+	if (p->recount)
+		slot->messages_known = false;
+	slot->messages += p->messages;
+	slot->sent += p->sent;
+	slot->acked += p->acked;
+	slot->dead += p->dead;
+	SpinLockRelease(&slot->mutex);
+	if (p->wake)
+	{
+		pg_atomic_fetch_add_u64(&slot->wake_seq, 1);
+		ConditionVariableBroadcast(&slot->cv);
+	}
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (pending == NIL)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot prepare a transaction that used a queue"),
+					 errdetail("Queue counters and wakeups are applied when the transaction commits in the backend that ran it.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			foreach(lc, pending)
+				apply_pending((PendingQueue *) lfirst(lc));
+			pending = NIL;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			pending = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+/* A committed savepoint hands its records to its parent; an aborted one drops them. */
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	if (pending == NIL)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, pending)
+		{
+			PendingQueue *p = lfirst(lc);
+
+			if (p->nest_level >= level)
+				p->nest_level = level - 1;
+		}
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		foreach(lc, pending)
+		{
+			PendingQueue *p = lfirst(lc);
+
+			if (p->nest_level >= level)
+				pending = foreach_delete_current(pending, lc);
+		}
+	}
+}
+
+void
+shmem_init(void)
+{
+#ifdef QUEUE_HAS_SHMEM_REQUEST_HOOK
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = shmem_request;
+#else
+	shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = shmem_startup;
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+}
+
+bool
+shmem_is_ready(void)
+{
+	return shared != NULL;
+}
+
+/* Refuses to run without shared memory: 55000 with the setup as hint. */
+void
+require_preloaded(void)
+{
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("queue must be loaded via \"shared_preload_libraries\""),
+				 errdetail("Queue wakeups and counters live in shared memory, which is set up only at server start."),
+				 errhint("Add queue to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* The current transaction's record for a queue at the current level. */
+static PendingQueue *
+pending_entry(int64 queue_id)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+	PendingQueue *p;
+	MemoryContext old;
+
+	foreach(lc, pending)
+	{
+		p = lfirst(lc);
+		if (p->queue_id == queue_id && p->nest_level == level)
+			return p;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PendingQueue));
+	p->queue_id = queue_id;
+	p->nest_level = level;
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+	return p;
+}
+
+void
+pending_sent(int64 queue_id, int64 n)
+{
+	PendingQueue *p = pending_entry(queue_id);
+
+	p->messages += n;
+	p->sent += n;
+	p->wake = true;
+}
+
+/* Messages left the queue: acknowledged (ack, pop, archive) or purged. */
+void
+pending_removed(int64 queue_id, int64 n, bool acked)
+{
+	PendingQueue *p = pending_entry(queue_id);
+
+	p->messages -= n;
+	if (acked)
+		p->acked += n;
+}
+
+void
+pending_dead_lettered(int64 from_queue_id, int64 to_queue_id, int64 n)
+{
+	PendingQueue *from = pending_entry(from_queue_id);
+	PendingQueue *to;
+
+	from->messages -= n;
+	from->dead += n;
+	to = pending_entry(to_queue_id);
+	to->messages += n;
+	to->wake = true;
+}
+
+/* Messages moved between queues without being sent anew (redrive). */
+void
+pending_moved(int64 from_queue_id, int64 to_queue_id, int64 n)
+{
+	PendingQueue *to;
+
+	pending_entry(from_queue_id)->messages -= n;
+	to = pending_entry(to_queue_id);
+	to->messages += n;
+	to->wake = true;
+}
+
+/* Messages became visible again without a send (nack): wake the waiters. */
+void
+pending_wake(int64 queue_id)
+{
+	pending_entry(queue_id)->wake = true;
+}
+
+void
+pending_purged(int64 queue_id)
+{
+	pending_entry(queue_id)->recount = true;
+}
+
+void
+pending_dropped(int64 queue_id)
+{
+	pending_entry(queue_id)->dropped = true;
+}
+
+/* Whether the current transaction has changed the queue. */
+bool
+pending_touches(int64 queue_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		if (((PendingQueue *) lfirst(lc))->queue_id == queue_id)
+			return true;
+	}
+	return false;
+}
+
+/* The queue's wakeup sequence; read it before looking for messages. */
+uint64
+wakeup_sequence(int64 queue_id)
+{
+	QueueSlot  *slot = slot_get(queue_id, true);
+
+	if (slot == NULL)
+		return pg_atomic_read_u64(&shared->overflow_seq);
+	return pg_atomic_read_u64(&slot->wake_seq);
+}
+
+/*
+ * Sleeps until a commit moves the queue's wakeup sequence past "seen" or
+ * timeout_ms passes; returns whether it was woken.  Cancellable: the
+ * condition variable sleep services interrupts.
+ */
+bool
+wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms)
+{
+	QueueSlot  *slot = slot_get(queue_id, true);
+	ConditionVariable *cv = slot ? &slot->cv : &shared->overflow_cv;
+	pg_atomic_uint64 *seq = slot ? &slot->wake_seq : &shared->overflow_seq;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	bool		woken = false;
+
+	ConditionVariablePrepareToSleep(cv);
+	for (;;)
+	{
+		long		remaining;
+
+		if (pg_atomic_read_u64(seq) != seen)
+		{
+			woken = true;
+			break;
+		}
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			break;
+		ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return woken;
+}
+
+QueueCounters
+counters_read(int64 queue_id)
+{
+	QueueCounters c = {0};
+	QueueSlot  *slot = slot_get(queue_id, true);
+
+	if (slot == NULL)
+		return c;
+	c.tracked = true;
+	SpinLockAcquire(&slot->mutex);
+	c.messages_known = slot->messages_known;
+	c.messages = slot->messages;
+	c.sent = slot->sent;
+	c.acked = slot->acked;
+	c.dead = slot->dead;
+	SpinLockRelease(&slot->mutex);
+	return c;
+}
+
+/*
+ * Records a count of the queue's messages.  The caller counted under a lock
+ * that excludes writers and had no uncommitted change of its own, so no
+ * delta is missing from the count nor counted twice.
+ */
+void
+counters_set_messages(int64 queue_id, int64 messages)
+{
+	QueueSlot  *slot = slot_get(queue_id, true);
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->messages = messages;
+	slot->messages_known = true;
+	SpinLockRelease(&slot->mutex);
+}

@@ -1,0 +1,272 @@
+/*
+ * storage.c
+ *    A queue's tables and every statement that touches them.
+ *
+ * Queue 17 keeps its messages in queue_internal.q17 and its archive in
+ * queue_internal.a17; names come from the numeric id alone, never from the
+ * user's name.  Each statement is prepared once per backend, per queue (and
+ * per dead-letter or target queue where one is involved), and kept with
+ * SPI_keepplan, so the hot paths never parse SQL.  The plan cache lives in
+ * TopMemoryContext; PostgreSQL's plan cache revalidates the plans when the
+ * tables change.  Callers run inside owner_context_enter(), so the
+ * statements run as the extension's owner with search_path pinned.
+ *
+ * Reading: a claim picks the oldest visible ids with FOR UPDATE SKIP LOCKED
+ * in an ARRAY() sub-select, which runs exactly once (an IN (sub-select) may
+ * be re-run by the planner and touch more rows than asked for), then updates
+ * those rows by primary key.
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "queue.h"
+
+typedef struct PlanKey
+{
+	int64		queue_id;
+	int64		other_id;		/* dead-letter or target queue, else 0 */
+	int32		stmt;
+} PlanKey;
+
+typedef struct PlanEntry
+{
+	PlanKey		key;
+	SPIPlanPtr	plan;
+} PlanEntry;
+
+static HTAB *plan_cache = NULL;
+
+/* The columns of queue.message, in order, as returned by reads. */
+#define MESSAGE_COLUMNS "id, payload, headers, group_key, enqueued_at, visible_at, attempts, last_error, receipt"
+
+typedef struct StatementDef
+{
+	const char *sql;			/* %1$lld: queue id, %2$lld: other queue id */
+	int			nargs;
+	Oid			argtypes[6];
+} StatementDef;
+
+static const StatementDef statements[STMT__COUNT] = {
+	[STMT_SEND] = {
+		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload)"
+		" VALUES ($1, $2, $3, $4, $5) RETURNING id",
+		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID}
+	},
+	[STMT_SEND_BATCH] = {
+		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload)"
+		" SELECT $1, $2, $3, $4, p FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
+		" ORDER BY n RETURNING id",
+		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
+	},
+	[STMT_CLAIM] = {
+		"WITH claimed AS ("
+		" UPDATE queue_internal.q%1$lld m"
+		" SET visible_at = $2, attempts = m.attempts + 1, receipt = $3"
+		" WHERE m.id = ANY (ARRAY("
+		"  SELECT s.id FROM queue_internal.q%1$lld s WHERE s.visible_at <= $1"
+		"  ORDER BY s.id LIMIT $4 FOR UPDATE SKIP LOCKED))"
+		" RETURNING " MESSAGE_COLUMNS ")"
+		" SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY id",
+		4, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT4OID}
+	},
+	[STMT_DELETE_IDS] = {
+		"DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1)",
+		1, {INT8ARRAYOID}
+	},
+	[STMT_DEAD_LETTER] = {
+		"WITH dead AS (DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1)"
+		" RETURNING id, attempts, enqueued_at, group_key, last_error, headers, payload)"
+		" INSERT INTO queue_internal.q%2$lld"
+		" (id, visible_at, attempts, enqueued_at, group_key, last_error, origin, headers, payload)"
+		" SELECT id, $2, attempts - 1, enqueued_at, group_key, last_error, %1$lld, headers, payload"
+		" FROM dead",
+		2, {INT8ARRAYOID, TIMESTAMPTZOID}
+	},
+	[STMT_ACK] = {
+		"DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2",
+		2, {INT8OID, INT8OID}
+	},
+	[STMT_ACK_BATCH] = {
+		"DELETE FROM queue_internal.q%1$lld m USING unnest($1::bigint[], $2::bigint[]) AS u(id, receipt)"
+		" WHERE m.id = u.id AND m.receipt = u.receipt RETURNING m.id",
+		2, {INT8ARRAYOID, INT8ARRAYOID}
+	},
+	[STMT_NACK] = {
+		"UPDATE queue_internal.q%1$lld SET visible_at = $3, receipt = NULL,"
+		" last_error = coalesce($4, last_error) WHERE id = $1 AND receipt = $2",
+		4, {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[STMT_SET_VISIBILITY] = {
+		"UPDATE queue_internal.q%1$lld SET visible_at = $3 WHERE id = $1 AND receipt = $2",
+		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
+	},
+	[STMT_ARCHIVE] = {
+		"WITH done AS (DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2"
+		" RETURNING id, payload, headers, group_key, enqueued_at, attempts, last_error)"
+		" INSERT INTO queue_internal.a%1$lld"
+		" (id, payload, headers, group_key, enqueued_at, archived_at, attempts, last_error)"
+		" SELECT id, payload, headers, group_key, enqueued_at, $3, attempts, last_error FROM done",
+		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
+	},
+	[STMT_PRUNE_ARCHIVE] = {
+		"DELETE FROM queue_internal.a%1$lld WHERE archived_at < $1",
+		1, {TIMESTAMPTZOID}
+	},
+	[STMT_FIRST_VISIBLE] = {
+		"SELECT enqueued_at FROM queue_internal.q%1$lld WHERE visible_at <= $1 ORDER BY id LIMIT 1",
+		1, {TIMESTAMPTZOID}
+	},
+	[STMT_COUNT_HIDDEN] = {
+		"SELECT count(*) FILTER (WHERE visible_at > $1 AND receipt IS NOT NULL),"
+		" count(*) FILTER (WHERE visible_at > $1 AND receipt IS NULL),"
+		" count(*) FILTER (WHERE origin IS NOT NULL)"
+		" FROM queue_internal.q%1$lld",
+		1, {TIMESTAMPTZOID}
+	},
+	[STMT_LIST_ARCHIVE] = {
+		"SELECT id, payload, headers, group_key, enqueued_at, archived_at, attempts, last_error"
+		" FROM queue_internal.a%1$lld ORDER BY archived_at, id",
+		0, {0}
+	},
+	[STMT_REDRIVE] = {
+		"WITH moved AS (DELETE FROM queue_internal.q%1$lld WHERE id = ANY (ARRAY("
+		"  SELECT id FROM queue_internal.q%1$lld WHERE ($1 OR origin = %2$lld)"
+		"  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
+		" RETURNING id, enqueued_at, group_key, last_error, headers, payload)"
+		" INSERT INTO queue_internal.q%2$lld"
+		" (id, visible_at, attempts, enqueued_at, group_key, last_error, headers, payload)"
+		" SELECT id, $3, 0, enqueued_at, group_key, last_error, headers, payload FROM moved",
+		3, {BOOLOID, INT8OID, TIMESTAMPTZOID}
+	},
+};
+
+/* The prepared statement stmt for a queue (and another queue it moves to). */
+SPIPlanPtr
+storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
+{
+	PlanKey		key;
+	PlanEntry  *entry;
+	bool		found;
+	SPIPlanPtr	plan;
+	const StatementDef *def = &statements[stmt];
+
+	if (plan_cache == NULL)
+	{
+		HASHCTL		info;
+
+		info.keysize = sizeof(PlanKey);
+		info.entrysize = sizeof(PlanEntry);
+		plan_cache = hash_create("queue statement cache", 128, &info,
+								 HASH_ELEM | HASH_BLOBS);
+	}
+	memset(&key, 0, sizeof(key));
+	key.queue_id = queue_id;
+	key.other_id = other_id;
+	key.stmt = stmt;
+	entry = hash_search(plan_cache, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry->plan;
+
+	plan = SPI_prepare(psprintf(def->sql, (long long) queue_id, (long long) other_id),
+					   def->nargs, (Oid *) def->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare queue statement %d: %s",
+			 (int) stmt, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep queue statement %d", (int) stmt);
+	entry = hash_search(plan_cache, &key, HASH_ENTER, &found);
+	entry->plan = plan;
+	return plan;
+}
+
+static void
+run_ddl(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "queue storage statement failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Creates a queue's message and archive tables.  fillfactor leaves room on
+ * each page so that the updates of a read (visible_at, attempts, receipt,
+ * none of them indexed) stay heap-only.
+ */
+void
+storage_create_tables(int64 queue_id, bool logged)
+{
+	const char *kind = logged ? "" : "UNLOGGED ";
+	long long	id = (long long) queue_id;
+
+	run_ddl(psprintf("CREATE %sTABLE queue_internal.q%lld ("
+					 " id bigint PRIMARY KEY DEFAULT nextval('queue_internal.message_id_seq'),"
+					 " visible_at timestamptz NOT NULL,"
+					 " attempts integer NOT NULL DEFAULT 0,"
+					 " receipt bigint,"
+					 " enqueued_at timestamptz NOT NULL,"
+					 " origin bigint,"
+					 " group_key text,"
+					 " last_error text,"
+					 " headers jsonb,"
+					 " payload jsonb NOT NULL"
+					 ") WITH (fillfactor = 85)", kind, id));
+	run_ddl(psprintf("CREATE %sTABLE queue_internal.a%lld ("
+					 " id bigint PRIMARY KEY,"
+					 " archived_at timestamptz NOT NULL,"
+					 " enqueued_at timestamptz NOT NULL,"
+					 " attempts integer NOT NULL,"
+					 " group_key text,"
+					 " last_error text,"
+					 " headers jsonb,"
+					 " payload jsonb NOT NULL)", kind, id));
+	run_ddl(psprintf("CREATE INDEX ON queue_internal.a%lld (archived_at)", id));
+}
+
+void
+storage_drop_tables(int64 queue_id)
+{
+	run_ddl(psprintf("DROP TABLE queue_internal.q%lld, queue_internal.a%lld",
+					 (long long) queue_id, (long long) queue_id));
+}
+
+/* Counts a queue's messages; the caller holds a lock that keeps writers out. */
+int64
+storage_count(int64 queue_id)
+{
+	bool		isnull;
+	int			rc = SPI_execute(psprintf("SELECT count(*) FROM queue_internal.q%lld",
+										  (long long) queue_id), true, 1);
+
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not count the messages of queue %lld", (long long) queue_id);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Empties a queue's message table and returns how many messages it held. */
+int64
+storage_truncate(int64 queue_id)
+{
+	int64		n;
+
+	run_ddl(psprintf("LOCK TABLE queue_internal.q%lld IN ACCESS EXCLUSIVE MODE",
+					 (long long) queue_id));
+	n = storage_count(queue_id);
+	run_ddl(psprintf("TRUNCATE queue_internal.q%lld", (long long) queue_id));
+	return n;
+}
+
+/* The OID of a queue's message table. */
+Oid
+storage_relid(int64 queue_id)
+{
+	char		name[NAMEDATALEN];
+
+	snprintf(name, sizeof(name), "q%lld", (long long) queue_id);
+	return get_relname_relid(name, get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false));
+}

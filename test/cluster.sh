@@ -1,0 +1,44 @@
+# test/cluster.sh: a throwaway PostgreSQL cluster for tests, the demo and
+# benchmarks.  Sourced by test/run; runs as an unprivileged user.
+#
+# cluster_start MODE   initdb in a temporary directory, queue preloaded,
+#                      listening on a unix socket there (and 127.0.0.1 for
+#                      pgbouncer in the demo); exports PGHOST, PGPORT, PGUSER
+#                      and PGDATABASE for everything that follows.
+# cluster_stop         stops it and removes the directory.
+
+QUEUE_PORT=${QUEUE_PORT:-5499}
+
+cluster_start() {
+  local mode=$1
+  CLUSTER_DIR=$(mktemp -d /tmp/queue-cluster.XXXXXX)
+  initdb -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C >"$CLUSTER_DIR/initdb.log" 2>&1 \
+    || { cat "$CLUSTER_DIR/initdb.log"; return 1; }
+  cat >>"$CLUSTER_DIR/data/postgresql.conf" <<EOF
+port = $QUEUE_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$CLUSTER_DIR'
+shared_preload_libraries = 'queue'
+max_connections = 600
+shared_buffers = 512MB
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%a '
+EOF
+  if [ "$mode" = test ]; then
+    # tests check behaviour, not durability of the test machine's disk
+    echo "fsync = off" >>"$CLUSTER_DIR/data/postgresql.conf"
+  fi
+  pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+  export PGHOST=$CLUSTER_DIR PGPORT=$QUEUE_PORT PGUSER=postgres PGDATABASE=postgres
+}
+
+cluster_stop() {
+  [ -n "${CLUSTER_DIR:-}" ] || return 0
+  pg_ctl -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  if grep -qE "PANIC|TRAP:|terminated by signal" "$CLUSTER_DIR/server.log"; then
+    echo "==== server log shows a crash:"
+    grep -E "PANIC|TRAP:|terminated by signal" "$CLUSTER_DIR/server.log" | head -20
+  fi
+  rm -rf "$CLUSTER_DIR"
+  CLUSTER_DIR=
+}
