@@ -147,6 +147,15 @@ owner_context_enter(OwnerContext *ctx)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+
+	/*
+	 * Every statement of ours is meant to reach rows through an index.  A
+	 * plan made while a queue's table was empty or never analyzed would
+	 * otherwise scan the whole table until autovacuum analyzes it again.
+	 */
+	(void) set_config_option("enable_seqscan", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ctx->spi_connected = true;
