@@ -16,14 +16,16 @@ COMMENT ON SCHEMA queue_internal IS
 -- Message ids come from one sequence shared by all queues, so a message keeps
 -- its id when it moves to a dead-letter queue or is redriven back.
 CREATE SEQUENCE queue_internal.message_id_seq AS pg_catalog.int8;
+CREATE SEQUENCE queue_internal.queue_id_seq AS pg_catalog.int8;
 
 CREATE TABLE queue_internal.queue (
-    id                  pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                  pg_catalog.int8 PRIMARY KEY
+                        DEFAULT pg_catalog.nextval('queue_internal.queue_id_seq'::pg_catalog.regclass),
     name                pg_catalog.text NOT NULL UNIQUE,
     logged              pg_catalog.bool NOT NULL,
     visibility_timeout  pg_catalog.interval NOT NULL,
     max_attempts        pg_catalog.int4,
-    dead_letter_queue   pg_catalog.int8 REFERENCES queue_internal.queue (id),
+    dead_letter_queue   pg_catalog.int8,  -- a queue id; queue.drop keeps it valid
     retention           pg_catalog.interval,
     owner               pg_catalog.oid NOT NULL,
     senders             pg_catalog.oid[] NOT NULL DEFAULT '{}',
@@ -36,6 +38,8 @@ COMMENT ON TABLE queue_internal.queue IS
 
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue_id_seq', '');
+ALTER SEQUENCE queue_internal.queue_id_seq OWNED BY queue_internal.queue.id;
 
 -- What queue.read and queue.pop return.
 CREATE TYPE queue.message AS (

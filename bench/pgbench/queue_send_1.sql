@@ -1,0 +1,2 @@
+-- One message per transaction through queue.send.
+SELECT queue.send('bench', :payload::jsonb);
