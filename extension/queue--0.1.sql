@@ -90,11 +90,12 @@ CREATE FUNCTION queue.alter(
     dead_letter_queue   pg_catalog.text DEFAULT NULL,
     retention           pg_catalog.interval DEFAULT NULL,
     rename_to           pg_catalog.text DEFAULT NULL,
-    reset               pg_catalog.text[] DEFAULT NULL)
+    reset               pg_catalog.text[] DEFAULT NULL,
+    logged              pg_catalog.bool DEFAULT NULL)
 RETURNS pg_catalog.void
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_alter';
-COMMENT ON FUNCTION queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]) IS
-  'Changes a queue''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults.';
+COMMENT ON FUNCTION queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool) IS
+  'Changes a queue''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults; logged rewrites the queue''s tables.';
 
 CREATE FUNCTION queue.drop(queue_name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.bool
@@ -249,7 +250,7 @@ COMMENT ON VIEW queue.queues IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA queue FROM PUBLIC;
 GRANT USAGE ON SCHEMA queue TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]),
+    queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool),
     queue.drop(pg_catalog.text, pg_catalog.bool),
     queue.purge(pg_catalog.text),
     queue.grant(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),

@@ -135,6 +135,7 @@ typedef enum StorageStatement
 
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
 extern void storage_create_tables(int64 queue_id, bool logged);
+extern void storage_set_logged(int64 queue_id, bool logged);
 extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);

@@ -184,16 +184,20 @@ reset_setting(QueueSettings *s, const char *setting)
 				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue and retention.")));
 }
 
-/* queue.alter(queue_name, visibility_timeout, max_attempts, dead_letter_queue, retention, rename_to, reset) */
+/*
+ * queue.alter(queue_name, visibility_timeout, max_attempts, dead_letter_queue,
+ *			   retention, rename_to, reset, logged)
+ */
 Datum
 queue_alter(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_ADMIN);
 	QueueSettings s;
 	const char *new_name = meta->name;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[6] = {INT8OID, TEXTOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID};
+	bool		logged = PG_ARGISNULL(7) ? meta->logged : PG_GETARG_BOOL(7);
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {INT8OID, TEXTOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, BOOLOID};
 	OwnerContext ctx;
 
 	s.visibility_usecs = meta->visibility_usecs;
@@ -245,11 +249,15 @@ queue_alter(PG_FUNCTION_ARGS)
 	nulls[4] = s.dead_letter ? ' ' : 'n';
 	values[5] = usecs_interval(s.retention_usecs);
 	nulls[5] = s.retention_usecs >= 0 ? ' ' : 'n';
+	values[6] = BoolGetDatum(logged);
 
 	owner_context_enter(&ctx);
+	if (logged != meta->logged)
+		storage_set_logged(meta->id, logged);
 	run_sql("UPDATE queue_internal.queue SET name = $2, visibility_timeout = $3,"
-			" max_attempts = $4, dead_letter_queue = $5, retention = $6 WHERE id = $1",
-			6, types, values, nulls);
+			" max_attempts = $4, dead_letter_queue = $5, retention = $6, logged = $7"
+			" WHERE id = $1",
+			7, types, values, nulls);
 	catalog_changed();
 	owner_context_exit(&ctx);
 	PG_RETURN_VOID();

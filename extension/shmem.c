@@ -20,7 +20,9 @@
  * "messages" (how many messages a queue stores) is counted once per server
  * start, by the first call that needs it, and kept up to date by the deltas
  * after that; see counters_set_messages.  When the table of slots is full,
- * further queues share one overflow wakeup and have no counters.
+ * further queues share one overflow wakeup and have no counters.  The slots
+ * of a queue dropped with its whole database or extension stay until the
+ * server restarts (see SlotKey).
  */
 #include "postgres.h"
 
@@ -39,9 +41,21 @@
 #include "compat.h"
 #include "queue.h"
 
+/*
+ * Queue ids are unique only within one database and one installation of the
+ * extension (they restart after DROP EXTENSION), so a slot is keyed by all
+ * three; the catalog table's OID stands for the installation.
+ */
+typedef struct SlotKey
+{
+	Oid			database;
+	Oid			catalog;
+	int64		queue_id;
+} SlotKey;
+
 typedef struct QueueSlot
 {
-	int64		queue_id;		/* hash key */
+	SlotKey		key;			/* hash key */
 	pg_atomic_uint64 wake_seq;	/* bumped by every commit that adds work */
 	ConditionVariable cv;		/* readers waiting for wake_seq to move */
 	slock_t		mutex;			/* guards the counters below */
@@ -62,6 +76,7 @@ typedef struct QueueShared
 /* What the current transaction did to one queue, at one nesting level. */
 typedef struct PendingQueue
 {
+	SlotKey		key;
 	int64		queue_id;
 	int			nest_level;
 	int64		messages;
@@ -117,28 +132,40 @@ shmem_startup(void)
 		pg_atomic_init_u64(&shared->overflow_seq, 0);
 		ConditionVariableInit(&shared->overflow_cv);
 	}
-	info.keysize = sizeof(int64);
+	info.keysize = sizeof(SlotKey);
 	info.entrysize = sizeof(QueueSlot);
 	slot_hash = ShmemInitHash("queue slots", queue_max_queues, queue_max_queues,
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
 }
 
+static SlotKey
+slot_key(int64 queue_id)
+{
+	SlotKey		key;
+
+	memset(&key, 0, sizeof(key));
+	key.database = MyDatabaseId;
+	key.catalog = catalog_relid();
+	key.queue_id = queue_id;
+	return key;
+}
+
 /* Finds a queue's slot, adding it when create is set and there is room. */
 static QueueSlot *
-slot_get(int64 queue_id, bool create)
+slot_find(const SlotKey *key, bool create)
 {
 	QueueSlot  *slot;
 	bool		found;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
-	slot = hash_search(slot_hash, &queue_id, HASH_FIND, NULL);
+	slot = hash_search(slot_hash, key, HASH_FIND, NULL);
 	LWLockRelease(shared->lock);
 	if (slot != NULL || !create)
 		return slot;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	slot = hash_search(slot_hash, &queue_id, HASH_ENTER_NULL, &found);
+	slot = hash_search(slot_hash, key, HASH_ENTER_NULL, &found);
 	if (slot != NULL && !found)
 	{
 		pg_atomic_init_u64(&slot->wake_seq, 0);
@@ -151,11 +178,19 @@ slot_get(int64 queue_id, bool create)
 	return slot;
 }
 
+static QueueSlot *
+slot_get(int64 queue_id, bool create)
+{
+	SlotKey		key = slot_key(queue_id);
+
+	return slot_find(&key, create);
+}
+
 static void
-slot_remove(int64 queue_id)
+slot_remove(const SlotKey *key)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	hash_search(slot_hash, &queue_id, HASH_REMOVE, NULL);
+	hash_search(slot_hash, key, HASH_REMOVE, NULL);
 	LWLockRelease(shared->lock);
 }
 
@@ -167,10 +202,10 @@ apply_pending(const PendingQueue *p)
 
 	if (p->dropped)
 	{
-		slot_remove(p->queue_id);
+		slot_remove(&p->key);
 		return;
 	}
-	slot = slot_get(p->queue_id, true);
+	slot = slot_find(&p->key, true);
 	if (slot == NULL)
 	{
 		if (p->wake)
@@ -308,6 +343,7 @@ pending_entry(int64 queue_id)
 	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	p = palloc0(sizeof(PendingQueue));
+	p->key = slot_key(queue_id);
 	p->queue_id = queue_id;
 	p->nest_level = level;
 	pending = lappend(pending, p);

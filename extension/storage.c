@@ -228,6 +228,17 @@ storage_create_tables(int64 queue_id, bool logged)
 	run_ddl(psprintf("CREATE INDEX ON queue_internal.a%lld (archived_at)", id));
 }
 
+/* Turns a queue's tables into logged or unlogged ones (a rewrite of each). */
+void
+storage_set_logged(int64 queue_id, bool logged)
+{
+	const char *kind = logged ? "LOGGED" : "UNLOGGED";
+	long long	id = (long long) queue_id;
+
+	run_ddl(psprintf("ALTER TABLE queue_internal.q%lld SET %s", id, kind));
+	run_ddl(psprintf("ALTER TABLE queue_internal.a%lld SET %s", id, kind));
+}
+
 void
 storage_drop_tables(int64 queue_id)
 {

@@ -1,3 +1,3 @@
--- The raw limit for queue_read_ack_1: take the 1 oldest rows in one statement
+-- The raw limit for queue_read_ack_1: delete up to 1 of the oldest rows in one statement
 -- (the LIMIT is a literal so that the prepared statement's plan stays fast).
 DELETE FROM bench_raw WHERE id IN (SELECT id FROM bench_raw ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *;
