@@ -246,13 +246,17 @@ storage_drop_tables(int64 queue_id)
 					 (long long) queue_id, (long long) queue_id));
 }
 
-/* Counts a queue's messages; the caller holds a lock that keeps writers out. */
+/*
+ * Counts a queue's messages; the caller holds a lock that keeps writers out.
+ * Not read-only, so that the count takes a snapshot after that lock was
+ * granted rather than the calling statement's older one.
+ */
 int64
 storage_count(int64 queue_id)
 {
 	bool		isnull;
 	int			rc = SPI_execute(psprintf("SELECT count(*) FROM queue_internal.q%lld",
-										  (long long) queue_id), true, 1);
+										  (long long) queue_id), false, 1);
 
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not count the messages of queue %lld", (long long) queue_id);
