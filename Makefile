@@ -8,6 +8,7 @@ OBJS = \
 	extension/queue.o \
 	extension/validate.o \
 	extension/shmem.o \
+	extension/hidden.o \
 	extension/catalog.o \
 	extension/storage.o \
 	extension/queue_admin.o \

@@ -119,6 +119,8 @@ queue_send(PG_FUNCTION_ARGS)
 	owner_context_exit(&ctx);
 
 	pending_sent(meta->id, 1);
+	if (delay > 0)
+		pending_hidden(meta->id, now + delay, 0, 1);
 	PG_RETURN_INT64(id);
 }
 
@@ -180,6 +182,8 @@ queue_send_batch(PG_FUNCTION_ARGS)
 
 	if (sent > 0)
 		pending_sent(meta->id, (int64) sent);
+	if (sent > 0 && delay > 0)
+		pending_hidden(meta->id, now + delay, 0, (int32) sent);
 	PG_RETURN_NULL();
 }
 
@@ -249,6 +253,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 		uint64		claimed;
 		int64	   *dead_ids;
 		int			ndead = 0;
+		int			leased = 0;
 
 		args[0] = TimestampTzGetDatum(now);
 		args[1] = TimestampTzGetDatum(now + visibility_usecs);
@@ -275,11 +280,14 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			detoast_message(values, nulls);
 			if (pop)
 				nulls[MSG_NCOLS - 1] = true;
+			leased++;
 			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		if (ndead > 0)
 			dead_letter_ids(meta, int8_array(dead_ids, ndead));
+		if (!pop && leased > 0)
+			pending_hidden(meta->id, now + visibility_usecs, leased, 0);
 		if (ndead == 0 || delivered >= max_messages)
 			break;
 	}
@@ -361,17 +369,25 @@ queue_pop(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
-/* Runs one lease-checked statement on (id, receipt) and says whether it hit. */
+/*
+ * Runs one lease-checked statement on (id, receipt); when it hit, returns
+ * true and the message's visible_at before the statement.
+ */
 static bool
-leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, const char *nulls)
+leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, const char *nulls,
+				 TimestampTz *old_visible_at)
 {
 	OwnerContext ctx;
-	uint64		hit;
+	bool		hit;
+	bool		isnull;
 
 	owner_context_enter(&ctx);
-	hit = run_plan(storage_plan(stmt, meta->id, 0), args, nulls);
+	hit = run_plan(storage_plan(stmt, meta->id, 0), args, nulls) > 0;
+	if (hit)
+		*old_visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 1, &isnull));
 	owner_context_exit(&ctx);
-	return hit > 0;
+	return hit;
 }
 
 /* queue.ack(queue_name, id, receipt) returns boolean */
@@ -380,12 +396,14 @@ queue_ack(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	Datum		args[2];
+	TimestampTz old_visible_at;
 
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
-	if (!leased_statement(meta, STMT_ACK, args, NULL))
+	if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 		PG_RETURN_BOOL(false);
 	pending_removed(meta->id, 1, true);
+	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }
 
@@ -435,8 +453,11 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	{
 		bool		isnull;
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		old_visible_at = SPI_getbinval(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc, 2, &isnull);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		pending_hidden(meta->id, DatumGetTimestampTz(old_visible_at), -1, 0);
 	}
 	owner_context_exit(&ctx);
 
@@ -451,16 +472,20 @@ queue_nack(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	int64		delay = interval_arg_usecs(fcinfo, 3, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
+	TimestampTz visible_at = GetCurrentTimestamp() + delay;
+	TimestampTz old_visible_at;
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
-	args[2] = TimestampTzGetDatum(GetCurrentTimestamp() + delay);
+	args[2] = TimestampTzGetDatum(visible_at);
 	args[3] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
 	nulls[3] = PG_ARGISNULL(4) ? 'n' : ' ';
-	if (!leased_statement(meta, STMT_NACK, args, nulls))
+	if (!leased_statement(meta, STMT_NACK, args, nulls, &old_visible_at))
 		PG_RETURN_BOOL(false);
+	pending_hidden(meta->id, old_visible_at, -1, 0);
+	pending_hidden(meta->id, visible_at, 0, 1);
 	pending_wake(meta->id);
 	PG_RETURN_BOOL(true);
 }
@@ -472,13 +497,17 @@ queue_set_visibility(PG_FUNCTION_ARGS)
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	int64		visibility = interval_arg_usecs(fcinfo, 3, "visibility_timeout", 0,
 												QUEUE_MAX_VISIBILITY_USECS, -1);
+	TimestampTz visible_at = GetCurrentTimestamp() + visibility;
+	TimestampTz old_visible_at;
 	Datum		args[3];
 
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
-	args[2] = TimestampTzGetDatum(GetCurrentTimestamp() + visibility);
-	if (!leased_statement(meta, STMT_SET_VISIBILITY, args, NULL))
+	args[2] = TimestampTzGetDatum(visible_at);
+	if (!leased_statement(meta, STMT_SET_VISIBILITY, args, NULL, &old_visible_at))
 		PG_RETURN_BOOL(false);
+	pending_hidden(meta->id, old_visible_at, -1, 0);
+	pending_hidden(meta->id, visible_at, 1, 0);
 	if (visibility == 0)
 		pending_wake(meta->id);
 	PG_RETURN_BOOL(true);
@@ -496,6 +525,8 @@ queue_archive(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		args[3];
 	uint64		archived;
+	TimestampTz old_visible_at = 0;
+	bool		isnull;
 	OwnerContext ctx;
 
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
@@ -504,6 +535,9 @@ queue_archive(PG_FUNCTION_ARGS)
 
 	owner_context_enter(&ctx);
 	archived = run_plan(storage_plan(STMT_ARCHIVE, meta->id, 0), args, NULL);
+	if (archived > 0)
+		old_visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1, &isnull));
 	if (meta->retention_usecs >= 0)
 	{
 		Datum		cutoff = TimestampTzGetDatum(now - meta->retention_usecs);
@@ -515,6 +549,7 @@ queue_archive(PG_FUNCTION_ARGS)
 	if (archived == 0)
 		PG_RETURN_BOOL(false);
 	pending_removed(meta->id, 1, true);
+	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }
 

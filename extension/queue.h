@@ -12,6 +12,7 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/lwlock.h"
 
 #define QUEUE_INTERNAL_SCHEMA	"queue_internal"
 #define QUEUE_NAME_MAXLEN		48
@@ -35,12 +36,27 @@ extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
 
+/*
+ * Queue ids are unique only within one database and one installation of the
+ * extension (they restart after DROP EXTENSION), so a slot is keyed by all
+ * three; the catalog table's OID stands for the installation.
+ */
+typedef struct SlotKey
+{
+	Oid			database;
+	Oid			catalog;
+	int64		queue_id;
+} SlotKey;
+
 /* shmem.c: per-queue counters and wakeups in shared memory */
 typedef struct QueueCounters
 {
 	bool		tracked;		/* false when the shared table is full */
 	bool		messages_known; /* false until counted since server start */
+	bool		hidden_known;	/* in_flight and delayed are right */
 	int64		messages;
+	int64		in_flight;
+	int64		delayed;
 	int64		sent;
 	int64		acked;
 	int64		dead;
@@ -60,7 +76,20 @@ extern bool pending_touches(int64 queue_id);
 extern uint64 wakeup_sequence(int64 queue_id);
 extern bool wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms);
 extern QueueCounters counters_read(int64 queue_id);
-extern void counters_set_messages(int64 queue_id, int64 messages);
+extern void counters_set_initial(int64 queue_id, int64 messages, int nseconds,
+								 const int64 *seconds, const int32 *in_flight,
+								 const int32 *delayed);
+extern void pending_hidden(int64 queue_id, TimestampTz visible_at, int32 in_flight,
+						   int32 delayed);
+
+/* hidden.c: hidden (in flight, delayed) messages by the second they reappear */
+extern Size hidden_shmem_size(void);
+extern int	hidden_lock_count(void);
+extern void hidden_shmem_startup(LWLockPadded *locks);
+extern int64 hidden_second(TimestampTz visible_at);
+extern bool hidden_apply(const SlotKey *slot, int64 second, int32 in_flight, int32 delayed);
+extern void hidden_read(const SlotKey *slot, int64 *in_flight, int64 *delayed);
+extern void hidden_forget(const SlotKey *slot);
 
 /* catalog.c: the queue catalog, cached per backend, and privileges */
 typedef enum QueuePrivilege

@@ -17,6 +17,7 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -505,27 +506,50 @@ queue_redrive(PG_FUNCTION_ARGS)
 }
 
 /*
- * Counts a queue's messages once per server start, under a lock that keeps
- * writers out (see counters_set_messages).  The lock is only tried: when a
- * writer holds the queue, the count waits for a later call, and the view
- * shows NULL meanwhile.  A transaction snapshot older than the lock would
- * miss commits, so REPEATABLE READ and SERIALIZABLE callers never count.
+ * Counts a queue's messages, and its hidden ones by second, once per server
+ * start, under a lock that keeps writers out (see counters_set_initial).
+ * The lock is only tried: when a writer holds the queue, the count waits for
+ * a later call, and the view shows NULL meanwhile.  A transaction snapshot
+ * older than the lock would miss commits, so REPEATABLE READ and
+ * SERIALIZABLE callers never count.
  */
 static void
-count_messages_once(const QueueMeta *meta)
+count_queue_once(const QueueMeta *meta)
 {
 	Oid			relid;
+	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
+	int64		messages;
+	int			nseconds;
+	int64	   *seconds;
+	int32	   *in_flight;
+	int32	   *delayed;
 
 	if (IsolationUsesXactSnapshot() || pending_touches(meta->id))
 		return;
 	relid = storage_relid(meta->id);
 	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareLock))
 		return;
-	counters_set_messages(meta->id, storage_count(meta->id));
+	messages = storage_count(meta->id);
+	SPI_execute_plan(storage_plan(STMT_COUNT_HIDDEN, meta->id, 0), &now, NULL, false, 0);
+	nseconds = (int) SPI_processed;
+	seconds = palloc(sizeof(int64) * Max(nseconds, 1));
+	in_flight = palloc(sizeof(int32) * Max(nseconds, 1));
+	delayed = palloc(sizeof(int32) * Max(nseconds, 1));
+	for (int i = 0; i < nseconds; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		unix_second = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+
+		seconds[i] = unix_second - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+		in_flight[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		delayed[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+	}
+	counters_set_initial(meta->id, messages, nseconds, seconds, in_flight, delayed);
 	UnlockRelationOid(relid, ShareLock);
 }
 
-/* Appends one row of queue.queues. */
+/* Appends one row of queue.queues; every figure but the oldest age is a counter. */
 static void
 stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc catdesc)
 {
@@ -534,8 +558,6 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		arg = TimestampTzGetDatum(now);
 	QueueCounters c;
-	int64		in_flight;
-	int64		delayed;
 	bool		isnull;
 
 	/* settings, as the catalog row has them: name, id, logged, ..., created_at */
@@ -544,23 +566,18 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	values[16] = SPI_getbinval(cat, catdesc, 8, &nulls[16]);
 
 	c = counters_read(meta->id);
-	if (c.tracked && !c.messages_known)
+	if (c.tracked && !(c.messages_known && c.hidden_known))
 	{
-		count_messages_once(meta);
+		count_queue_once(meta);
 		c = counters_read(meta->id);
 	}
-
-	SPI_execute_plan(storage_plan(STMT_COUNT_HIDDEN, meta->id, 0), &arg, NULL, true, 1);
-	in_flight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	delayed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	values[12] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-
 	values[7] = Int64GetDatum(c.messages);
 	nulls[7] = !c.messages_known;
-	values[8] = Int64GetDatum(c.messages - in_flight - delayed);
-	nulls[8] = !c.messages_known;
-	values[9] = Int64GetDatum(in_flight);
-	values[10] = Int64GetDatum(delayed);
+	values[8] = Int64GetDatum(c.messages - c.in_flight - c.delayed);
+	nulls[8] = !(c.messages_known && c.hidden_known);
+	values[9] = Int64GetDatum(c.in_flight);
+	values[10] = Int64GetDatum(c.delayed);
+	nulls[9] = nulls[10] = !c.hidden_known;
 
 	SPI_execute_plan(storage_plan(STMT_FIRST_VISIBLE, meta->id, 0), &arg, NULL, true, 1);
 	nulls[11] = SPI_processed == 0;
@@ -573,6 +590,16 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 										 TimestampTzGetDatum(oldest));
 	}
 
+	/* dead letters: what waits in the queue's dead-letter queue */
+	nulls[12] = true;
+	if (meta->dead_letter_id != 0)
+	{
+		QueueCounters dead = counters_read(meta->dead_letter_id);
+
+		values[12] = Int64GetDatum(dead.messages);
+		nulls[12] = !dead.messages_known;
+	}
+
 	values[13] = Int64GetDatum(c.sent);
 	values[14] = Int64GetDatum(c.acked);
 	values[15] = Int64GetDatum(c.dead);
@@ -583,8 +610,8 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 
 /*
  * The rows of queue.queues, for the queues the caller holds any privilege
- * on.  Counters come from shared memory; in_flight, delayed and dead_letters
- * are counted by one scan of the queue's table.
+ * on, in name order (so a dead-letter queue is often counted after the
+ * queues that use it: its dead_letters figure may show NULL until then).
  */
 Datum
 queue_stats(PG_FUNCTION_ARGS)

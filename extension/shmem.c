@@ -41,17 +41,6 @@
 #include "compat.h"
 #include "queue.h"
 
-/*
- * Queue ids are unique only within one database and one installation of the
- * extension (they restart after DROP EXTENSION), so a slot is keyed by all
- * three; the catalog table's OID stands for the installation.
- */
-typedef struct SlotKey
-{
-	Oid			database;
-	Oid			catalog;
-	int64		queue_id;
-} SlotKey;
 
 typedef struct QueueSlot
 {
@@ -60,6 +49,7 @@ typedef struct QueueSlot
 	ConditionVariable cv;		/* readers waiting for wake_seq to move */
 	slock_t		mutex;			/* guards the counters below */
 	bool		messages_known;
+	bool		hidden_known;	/* see hidden.c */
 	int64		messages;
 	int64		sent;
 	int64		acked;
@@ -72,6 +62,14 @@ typedef struct QueueShared
 	pg_atomic_uint64 overflow_seq;	/* wakeup of queues without a slot */
 	ConditionVariable overflow_cv;
 } QueueShared;
+
+/* A change of a queue's hidden counts in one second's bucket. */
+typedef struct HiddenDelta
+{
+	int64		second;
+	int32		in_flight;
+	int32		delayed;
+} HiddenDelta;
 
 /* What the current transaction did to one queue, at one nesting level. */
 typedef struct PendingQueue
@@ -86,6 +84,9 @@ typedef struct PendingQueue
 	bool		wake;
 	bool		recount;		/* purged: count the messages again */
 	bool		dropped;
+	int			nhidden;		/* changes of hidden counts, by second */
+	int			maxhidden;
+	HiddenDelta *hidden;
 } PendingQueue;
 
 static QueueShared *shared = NULL;
@@ -100,8 +101,9 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static Size
 shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(QueueShared)),
-					hash_estimate_size(queue_max_queues, sizeof(QueueSlot)));
+	return add_size(add_size(MAXALIGN(sizeof(QueueShared)),
+							 hash_estimate_size(queue_max_queues, sizeof(QueueSlot))),
+					hidden_shmem_size());
 }
 
 static void
@@ -112,7 +114,7 @@ shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(shmem_size());
-	RequestNamedLWLockTranche("queue", 1);
+	RequestNamedLWLockTranche("queue", 1 + hidden_lock_count());
 }
 
 static void
@@ -136,6 +138,7 @@ shmem_startup(void)
 	info.entrysize = sizeof(QueueSlot);
 	slot_hash = ShmemInitHash("queue slots", queue_max_queues, queue_max_queues,
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	hidden_shmem_startup(GetNamedLWLockTranche("queue") + 1);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -172,6 +175,7 @@ slot_find(const SlotKey *key, bool create)
 		ConditionVariableInit(&slot->cv);
 		SpinLockInit(&slot->mutex);
 		slot->messages_known = false;
+		slot->hidden_known = false;
 		slot->messages = slot->sent = slot->acked = slot->dead = 0;
 	}
 	LWLockRelease(shared->lock);
@@ -200,11 +204,19 @@ apply_pending(const PendingQueue *p)
 {
 	QueueSlot  *slot;
 
+	bool		hidden_ok = true;
+
 	if (p->dropped)
 	{
+		hidden_forget(&p->key);
 		slot_remove(&p->key);
 		return;
 	}
+	if (p->recount)
+		hidden_forget(&p->key);
+	for (int i = 0; i < p->nhidden; i++)
+		hidden_ok &= hidden_apply(&p->key, p->hidden[i].second,
+								  p->hidden[i].in_flight, p->hidden[i].delayed);
 	slot = slot_find(&p->key, true);
 	if (slot == NULL)
 	{
@@ -217,7 +229,9 @@ apply_pending(const PendingQueue *p)
 	}
 	SpinLockAcquire(&slot->mutex);
 	if (p->recount)
-		slot->messages_known = false;
+		slot->messages_known = slot->hidden_known = false;
+	if (!hidden_ok)
+		slot->hidden_known = false;
 	slot->messages += p->messages;
 	slot->sent += p->sent;
 	slot->acked += p->acked;
@@ -404,6 +418,42 @@ pending_wake(int64 queue_id)
 	pending_entry(queue_id)->wake = true;
 }
 
+/*
+ * Records that messages start (+1) or stop (-1) being hidden until
+ * visible_at, in flight (leased) or delayed.
+ */
+void
+pending_hidden(int64 queue_id, TimestampTz visible_at, int32 in_flight, int32 delayed)
+{
+	PendingQueue *p = pending_entry(queue_id);
+	int64		second = hidden_second(visible_at);
+	HiddenDelta *d = NULL;
+
+	for (int i = 0; i < p->nhidden; i++)
+	{
+		if (p->hidden[i].second == second)
+		{
+			d = &p->hidden[i];
+			break;
+		}
+	}
+	if (d == NULL)
+	{
+		if (p->nhidden == p->maxhidden)
+		{
+			p->maxhidden = Max(8, p->maxhidden * 2);
+			p->hidden = p->hidden == NULL ?
+				MemoryContextAlloc(TopTransactionContext, sizeof(HiddenDelta) * p->maxhidden) :
+				repalloc(p->hidden, sizeof(HiddenDelta) * p->maxhidden);
+		}
+		d = &p->hidden[p->nhidden++];
+		d->second = second;
+		d->in_flight = d->delayed = 0;
+	}
+	d->in_flight += in_flight;
+	d->delayed += delayed;
+}
+
 void
 pending_purged(int64 queue_id)
 {
@@ -485,28 +535,38 @@ counters_read(int64 queue_id)
 	c.tracked = true;
 	SpinLockAcquire(&slot->mutex);
 	c.messages_known = slot->messages_known;
+	c.hidden_known = slot->hidden_known;
 	c.messages = slot->messages;
 	c.sent = slot->sent;
 	c.acked = slot->acked;
 	c.dead = slot->dead;
 	SpinLockRelease(&slot->mutex);
+	if (c.hidden_known)
+		hidden_read(&slot->key, &c.in_flight, &c.delayed);
 	return c;
 }
 
 /*
- * Records a count of the queue's messages.  The caller counted under a lock
- * that excludes writers and had no uncommitted change of its own, so no
- * delta is missing from the count nor counted twice.
+ * Records a count of the queue's messages and of its hidden ones by second.
+ * The caller counted under a lock that excludes writers and had no
+ * uncommitted change of its own, so no delta is missing from the count nor
+ * counted twice.
  */
 void
-counters_set_messages(int64 queue_id, int64 messages)
+counters_set_initial(int64 queue_id, int64 messages, int nseconds, const int64 *seconds,
+					 const int32 *in_flight, const int32 *delayed)
 {
 	QueueSlot  *slot = slot_get(queue_id, true);
+	bool		hidden_ok = true;
 
 	if (slot == NULL)
 		return;
+	hidden_forget(&slot->key);
+	for (int i = 0; i < nseconds; i++)
+		hidden_ok &= hidden_apply(&slot->key, seconds[i], in_flight[i], delayed[i]);
 	SpinLockAcquire(&slot->mutex);
 	slot->messages = messages;
 	slot->messages_known = true;
+	slot->hidden_known = hidden_ok;
 	SpinLockRelease(&slot->mutex);
 }

@@ -41,6 +41,10 @@ typedef struct PlanEntry
 
 static HTAB *plan_cache = NULL;
 
+/* The row a lease-checked update changes, locked, with its old visible_at. */
+#define LEASED_ROW "(SELECT id, visible_at FROM queue_internal.q%1$lld" \
+	" WHERE id = $1 AND receipt = $2 FOR UPDATE) AS old"
+
 /* The columns of queue.message, in order, as returned by reads. */
 #define MESSAGE_COLUMNS "id, payload, headers, group_key, enqueued_at, visible_at, attempts, last_error, receipt"
 
@@ -88,29 +92,32 @@ static const StatementDef statements[STMT__COUNT] = {
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
 	},
 	[STMT_ACK] = {
-		"DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2",
+		"DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2 RETURNING visible_at",
 		2, {INT8OID, INT8OID}
 	},
 	[STMT_ACK_BATCH] = {
 		"DELETE FROM queue_internal.q%1$lld m USING unnest($1::bigint[], $2::bigint[]) AS u(id, receipt)"
-		" WHERE m.id = u.id AND m.receipt = u.receipt RETURNING m.id",
+		" WHERE m.id = u.id AND m.receipt = u.receipt RETURNING m.id, m.visible_at",
 		2, {INT8ARRAYOID, INT8ARRAYOID}
 	},
 	[STMT_NACK] = {
-		"UPDATE queue_internal.q%1$lld SET visible_at = $3, receipt = NULL,"
-		" last_error = coalesce($4, last_error) WHERE id = $1 AND receipt = $2",
+		"UPDATE queue_internal.q%1$lld m SET visible_at = $3, receipt = NULL,"
+		" last_error = coalesce($4, m.last_error) FROM " LEASED_ROW
+		" WHERE m.id = old.id RETURNING old.visible_at",
 		4, {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID}
 	},
 	[STMT_SET_VISIBILITY] = {
-		"UPDATE queue_internal.q%1$lld SET visible_at = $3 WHERE id = $1 AND receipt = $2",
+		"UPDATE queue_internal.q%1$lld m SET visible_at = $3 FROM " LEASED_ROW
+		" WHERE m.id = old.id RETURNING old.visible_at",
 		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
 	},
 	[STMT_ARCHIVE] = {
 		"WITH done AS (DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2"
-		" RETURNING id, payload, headers, group_key, enqueued_at, attempts, last_error)"
-		" INSERT INTO queue_internal.a%1$lld"
+		" RETURNING id, payload, headers, group_key, enqueued_at, attempts, last_error, visible_at),"
+		" kept AS (INSERT INTO queue_internal.a%1$lld"
 		" (id, payload, headers, group_key, enqueued_at, archived_at, attempts, last_error)"
-		" SELECT id, payload, headers, group_key, enqueued_at, $3, attempts, last_error FROM done",
+		" SELECT id, payload, headers, group_key, enqueued_at, $3, attempts, last_error FROM done)"
+		" SELECT visible_at FROM done",
 		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
 	},
 	[STMT_PRUNE_ARCHIVE] = {
@@ -122,10 +129,10 @@ static const StatementDef statements[STMT__COUNT] = {
 		1, {TIMESTAMPTZOID}
 	},
 	[STMT_COUNT_HIDDEN] = {
-		"SELECT count(*) FILTER (WHERE visible_at > $1 AND receipt IS NOT NULL),"
-		" count(*) FILTER (WHERE visible_at > $1 AND receipt IS NULL),"
-		" count(*) FILTER (WHERE origin IS NOT NULL)"
-		" FROM queue_internal.q%1$lld",
+		"SELECT floor(extract(epoch FROM visible_at))::bigint,"
+		" count(*) FILTER (WHERE receipt IS NOT NULL)::integer,"
+		" count(*) FILTER (WHERE receipt IS NULL)::integer"
+		" FROM queue_internal.q%1$lld WHERE visible_at > $1 GROUP BY 1",
 		1, {TIMESTAMPTZOID}
 	},
 	[STMT_LIST_ARCHIVE] = {
@@ -135,7 +142,7 @@ static const StatementDef statements[STMT__COUNT] = {
 	},
 	[STMT_REDRIVE] = {
 		"WITH moved AS (DELETE FROM queue_internal.q%1$lld WHERE id = ANY (ARRAY("
-		"  SELECT id FROM queue_internal.q%1$lld WHERE ($1 OR origin = %2$lld)"
+		"  SELECT id FROM queue_internal.q%1$lld WHERE ($1 OR origin = %2$lld) AND visible_at <= $3"
 		"  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
 		" RETURNING id, enqueued_at, group_key, last_error, headers, payload)"
 		" INSERT INTO queue_internal.q%2$lld"
