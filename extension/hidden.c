@@ -6,12 +6,13 @@
  * A hidden message is counted in the bucket (queue, second of visible_at).
  * Every change of a message's visible_at is recorded by the transaction that
  * makes it (-1 in the old second's bucket, +1 in the new one) and applied at
- * commit; a bucket whose second has passed no longer counts, so time turns
- * hidden messages visible without anyone touching them.  Deltas that reach
- * a bucket after its second has passed are dropped: since a message's +1
- * always commits before its -1 can, the only mismatches this allows are in
- * buckets that have already expired, which nobody reads.  Expired buckets are
- * removed whenever the counts are read.
+ * commit.  Only buckets of seconds after the current one count, so time
+ * turns hidden messages visible without anyone touching them (up to a second
+ * early), and a lease that ran out earlier in the current second is not
+ * counted twice when the message is read again.  Deltas that reach a bucket
+ * whose second has begun are dropped: since a message's +1 always commits
+ * before its -1 can, the only mismatches this allows are in buckets that no
+ * longer count.  Such buckets are removed whenever the counts are read.
  *
  * Locking: the bucket table is partitioned; a change takes one partition's
  * LWLock, a read or a reset takes them all in order.  A queue's counts are
@@ -105,7 +106,7 @@ hidden_apply(const SlotKey *slot, int64 second, int32 in_flight, int32 delayed)
 	HiddenBucket *bucket;
 	bool		found;
 
-	if (second < current_second())
+	if (second <= current_second())
 		return true;
 	memset(&key, 0, sizeof(key));
 	key.slot = *slot;
@@ -161,7 +162,7 @@ scan_buckets(const SlotKey *slot, bool forget, int64 *in_flight, int64 *delayed)
 		bool		mine = slot != NULL &&
 			memcmp(&bucket->key.slot, slot, sizeof(SlotKey)) == 0;
 
-		if (bucket->key.second < now || (mine && forget))
+		if (bucket->key.second <= now || (mine && forget))
 			hash_search(bucket_hash, &bucket->key, HASH_REMOVE, NULL);
 		else if (mine)
 		{
@@ -187,4 +188,29 @@ hidden_forget(const SlotKey *slot)
 	int64		delayed;
 
 	scan_buckets(slot, true, &in_flight, &delayed);
+}
+
+/*
+ * The second by whose end the queue's next hidden message will be visible
+ * again, or -1 when it has none.
+ */
+int64
+hidden_next_second(const SlotKey *slot)
+{
+	int64		now = current_second();
+	int64		next = -1;
+	HASH_SEQ_STATUS status;
+	HiddenBucket *bucket;
+
+	for (int i = 0; i < HIDDEN_PARTITIONS; i++)
+		LWLockAcquire(partition_locks[i], LW_SHARED);
+	hash_seq_init(&status, bucket_hash);
+	while ((bucket = hash_seq_search(&status)) != NULL)
+	{
+		if (bucket->key.second > now && (next < 0 || bucket->key.second < next) &&
+			memcmp(&bucket->key.slot, slot, sizeof(SlotKey)) == 0)
+			next = bucket->key.second;
+	}
+	unlock_all();
+	return next;
 }

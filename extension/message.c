@@ -306,8 +306,8 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
  * Delivers messages into the function's result set, waiting up to
  * wait_usecs for a commit to bring some.  The wakeup sequence is read before
  * each look, so a commit between the look and the sleep is never missed.
- * The sleep is cut into ticks of a second at most, so that messages whose
- * delay or visibility timeout ends during the wait are found too.
+ * The sleep also ends when a delayed or leased message becomes visible
+ * again (wakeup_wait), so those are found without polling.
  */
 static void
 deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
@@ -327,17 +327,18 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 
 	InitMaterializedSRF(fcinfo, 0);
 	owner_context_enter(&ctx);
+	/* the hidden counts tell the wait when delayed messages reappear */
+	if (wait_usecs > 0 && !counters_hidden_known(meta->id))
+		queue_count_once(meta);
 	for (;;)
 	{
 		uint64		seen = wait_usecs > 0 ? wakeup_sequence(meta->id) : 0;
-		long		remaining_ms;
 
 		if (claim_into(meta, max_messages, visibility_usecs, pop, rsinfo) > 0)
 			break;
-		remaining_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (remaining_ms <= 0)
+		if (GetCurrentTimestamp() >= deadline)
 			break;
-		(void) wakeup_wait(meta->id, seen, Min(remaining_ms, 1000L));
+		(void) wakeup_wait(meta->id, seen, deadline);
 		CHECK_FOR_INTERRUPTS();
 	}
 	owner_context_exit(&ctx);

@@ -33,13 +33,15 @@ define_settings(void)
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("queue.max_queues",
-							"Number of queues whose counters and wakeups fit in shared memory.",
-							"Queues beyond it still work; their counters show as NULL and their waiters share one wakeup.",
-							&queue_max_queues,
-							1024, 16, 1000000,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/* a server-start setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("queue.max_queues",
+								"Number of queues whose counters and wakeups fit in shared memory.",
+								"Queues beyond it still work; their counters show as NULL and their waiters share one wakeup.",
+								&queue_max_queues,
+								1024, 16, 1000000,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 
 	queue_reserve_guc_prefix("queue");
 }

@@ -71,11 +71,13 @@ extern void pending_dead_lettered(int64 from_queue_id, int64 to_queue_id, int64 
 extern void pending_moved(int64 from_queue_id, int64 to_queue_id, int64 n);
 extern void pending_wake(int64 queue_id);
 extern void pending_purged(int64 queue_id);
+extern void pending_created(int64 queue_id);
 extern void pending_dropped(int64 queue_id);
 extern bool pending_touches(int64 queue_id);
 extern uint64 wakeup_sequence(int64 queue_id);
-extern bool wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms);
+extern bool wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline);
 extern QueueCounters counters_read(int64 queue_id);
+extern bool counters_hidden_known(int64 queue_id);
 extern void counters_set_initial(int64 queue_id, int64 messages, int nseconds,
 								 const int64 *seconds, const int32 *in_flight,
 								 const int32 *delayed);
@@ -90,6 +92,7 @@ extern int64 hidden_second(TimestampTz visible_at);
 extern bool hidden_apply(const SlotKey *slot, int64 second, int32 in_flight, int32 delayed);
 extern void hidden_read(const SlotKey *slot, int64 *in_flight, int64 *delayed);
 extern void hidden_forget(const SlotKey *slot);
+extern int64 hidden_next_second(const SlotKey *slot);
 
 /* catalog.c: the queue catalog, cached per backend, and privileges */
 typedef enum QueuePrivilege
@@ -169,6 +172,9 @@ extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
+
+/* queue_admin.c: the first count of a queue after a start */
+extern void queue_count_once(const QueueMeta *meta);
 
 /* message.c: moving messages between queues */
 extern int64 dead_letter_ids(const QueueMeta *meta, Datum ids);

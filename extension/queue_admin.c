@@ -163,6 +163,7 @@ queue_create(PG_FUNCTION_ARGS)
 	storage_create_tables(id, logged);
 	catalog_changed();
 	owner_context_exit(&ctx);
+	pending_created(id);
 	PG_RETURN_INT64(id);
 }
 
@@ -507,14 +508,14 @@ queue_redrive(PG_FUNCTION_ARGS)
 
 /*
  * Counts a queue's messages, and its hidden ones by second, once per server
- * start, under a lock that keeps writers out (see counters_set_initial).
+ * start (a queue created since starts counted), under a lock that keeps writers out (see counters_set_initial).
  * The lock is only tried: when a writer holds the queue, the count waits for
  * a later call, and the view shows NULL meanwhile.  A transaction snapshot
  * older than the lock would miss commits, so REPEATABLE READ and
  * SERIALIZABLE callers never count.
  */
-static void
-count_queue_once(const QueueMeta *meta)
+void
+queue_count_once(const QueueMeta *meta)
 {
 	Oid			relid;
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
@@ -568,7 +569,7 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	c = counters_read(meta->id);
 	if (c.tracked && !(c.messages_known && c.hidden_known))
 	{
-		count_queue_once(meta);
+		queue_count_once(meta);
 		c = counters_read(meta->id);
 	}
 	values[7] = Int64GetDatum(c.messages);

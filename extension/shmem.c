@@ -83,6 +83,7 @@ typedef struct PendingQueue
 	int64		dead;
 	bool		wake;
 	bool		recount;		/* purged: count the messages again */
+	bool		created;		/* a new queue: its counts start known, at 0 */
 	bool		dropped;
 	int			nhidden;		/* changes of hidden counts, by second */
 	int			maxhidden;
@@ -212,7 +213,7 @@ apply_pending(const PendingQueue *p)
 		slot_remove(&p->key);
 		return;
 	}
-	if (p->recount)
+	if (p->recount || p->created)
 		hidden_forget(&p->key);
 	for (int i = 0; i < p->nhidden; i++)
 		hidden_ok &= hidden_apply(&p->key, p->hidden[i].second,
@@ -228,6 +229,11 @@ apply_pending(const PendingQueue *p)
 		return;
 	}
 	SpinLockAcquire(&slot->mutex);
+	if (p->created)
+	{
+		slot->messages = 0;
+		slot->messages_known = slot->hidden_known = true;
+	}
 	if (p->recount)
 		slot->messages_known = slot->hidden_known = false;
 	if (!hidden_ok)
@@ -461,6 +467,12 @@ pending_purged(int64 queue_id)
 }
 
 void
+pending_created(int64 queue_id)
+{
+	pending_entry(queue_id)->created = true;
+}
+
+void
 pending_dropped(int64 queue_id)
 {
 	pending_entry(queue_id)->dropped = true;
@@ -492,17 +504,40 @@ wakeup_sequence(int64 queue_id)
 }
 
 /*
- * Sleeps until a commit moves the queue's wakeup sequence past "seen" or
- * timeout_ms passes; returns whether it was woken.  Cancellable: the
- * condition variable sleep services interrupts.
+ * When the queue's next hidden message becomes visible again, so that a
+ * waiter can sleep until then; without counts to tell (table full, not yet
+ * counted) it wakes up every second to look.
+ */
+static TimestampTz
+next_visible_time(QueueSlot *slot, TimestampTz now)
+{
+	bool		known;
+	int64		second;
+
+	if (slot == NULL)
+		return now + USECS_PER_SEC;
+	SpinLockAcquire(&slot->mutex);
+	known = slot->hidden_known;
+	SpinLockRelease(&slot->mutex);
+	if (!known)
+		return now + USECS_PER_SEC;
+	second = hidden_next_second(&slot->key);
+	return second < 0 ? DT_NOEND : (second + 1) * USECS_PER_SEC;
+}
+
+/*
+ * Sleeps until a commit moves the queue's wakeup sequence past "seen", a
+ * hidden message becomes visible again, or the deadline passes; returns
+ * whether a commit woke it.  Cancellable: the condition variable sleep
+ * services interrupts.
  */
 bool
-wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms)
+wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline)
 {
 	QueueSlot  *slot = slot_get(queue_id, true);
 	ConditionVariable *cv = slot ? &slot->cv : &shared->overflow_cv;
 	pg_atomic_uint64 *seq = slot ? &slot->wake_seq : &shared->overflow_seq;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	TimestampTz until = Min(deadline, next_visible_time(slot, GetCurrentTimestamp()));
 	bool		woken = false;
 
 	ConditionVariablePrepareToSleep(cv);
@@ -515,13 +550,28 @@ wakeup_wait(int64 queue_id, uint64 seen, long timeout_ms)
 			woken = true;
 			break;
 		}
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		if (remaining <= 0)
 			break;
 		ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
 	return woken;
+}
+
+/* Whether the queue's hidden counts are known (without reading them). */
+bool
+counters_hidden_known(int64 queue_id)
+{
+	QueueSlot  *slot = slot_get(queue_id, true);
+	bool		known;
+
+	if (slot == NULL)
+		return true;			/* no counts to get: nothing to count */
+	SpinLockAcquire(&slot->mutex);
+	known = slot->hidden_known;
+	SpinLockRelease(&slot->mutex);
+	return known;
 }
 
 QueueCounters

@@ -45,8 +45,8 @@ sub fails_unpreloaded
 		$err,
 		qr/HINT:\s+.*shared_preload_libraries.*restart/,
 		"$what: hint tells how to set it up");
-	unlike($err, qr/server closed the connection|terminated/,
-		"$what: no crash");
+	unlike($err, qr/FATAL|server closed the connection|terminated/,
+		"$what: plain error, no FATAL or crash");
 	return;
 }
 
@@ -107,9 +107,10 @@ is( $node->safe_psql(
 	'queue.queues shows both queues with their counters');
 
 # read one with a long lease (stays in flight), keep it for later
-my $read = $node->safe_psql('postgres',
-	q{SELECT id, payload->>'n' FROM queue.read('jobs', visibility_timeout => '1h')});
-is($read, "$id1|1", 'queue.read returns the oldest message');
+my ($read_id, $read_n, $receipt) = split /\|/,
+  $node->safe_psql('postgres',
+	q{SELECT id, payload->>'n', receipt FROM queue.read('jobs', visibility_timeout => '1h')});
+is("$read_id|$read_n", "$id1|1", 'queue.read returns the oldest message');
 
 is( $node->safe_psql(
 		'postgres',
@@ -134,6 +135,8 @@ fails_unpreloaded(q{SELECT * FROM queue.read('jobs')},
 fails_unpreloaded(q{SELECT * FROM queue.read('jobs', wait => '1s')},
 	'queue.read with wait');
 fails_unpreloaded(q{SELECT * FROM queue.pop('jobs')}, 'queue.pop');
+fails_unpreloaded(qq{SELECT queue.ack('jobs', $read_id, $receipt)}, 'queue.ack');
+fails_unpreloaded(q{SELECT queue.drop('jobs_unlogged')}, 'queue.drop');
 fails_unpreloaded(q{SELECT queue.create('other')},
 	'queue.create (with existing queues)');
 fails_unpreloaded(q{SELECT * FROM queue.queues},
@@ -144,7 +147,7 @@ is( $node->safe_psql(
 		'postgres',
 		q{SELECT count(*) FROM queue_internal.queue}),
 	'2',
-	'no queue was created while not preloaded');
+	'no queue was created or dropped while not preloaded');
 
 # --- preloaded again: the queues are intact -----------------------------------
 
@@ -161,6 +164,8 @@ is( $node->safe_psql('postgres',
 		q{SELECT id, payload->>'n' FROM queue.read('jobs')}),
 	"$id2|2",
 	'queue.read works again and the refused calls consumed nothing');
+is( $node->safe_psql('postgres', qq{SELECT queue.ack('jobs', $read_id, $receipt)}),
+	't', 'the lease taken before survives, the refused ack did nothing');
 is( $node->safe_psql('postgres',
 		q{SELECT payload->>'u' FROM queue.pop('jobs_unlogged')}),
 	'1',
