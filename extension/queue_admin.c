@@ -415,6 +415,7 @@ redrive_to(const QueueMeta *dlq, const QueueMeta *target, bool any_origin, int64
 {
 	Datum		args[3];
 	int			rc;
+	int64		moved;
 	OwnerContext ctx;
 
 	queue_require_privilege(target, QUEUE_PRIV_SEND);
@@ -425,10 +426,11 @@ redrive_to(const QueueMeta *dlq, const QueueMeta *target, bool any_origin, int64
 	rc = SPI_execute_plan(storage_plan(STMT_REDRIVE, dlq->id, target->id), args, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "redrive failed: %s", SPI_result_code_string(rc));
+	moved = (int64) SPI_processed;	/* SPI_finish restores the caller's */
 	owner_context_exit(&ctx);
-	if (SPI_processed > 0)
-		pending_moved(dlq->id, target->id, (int64) SPI_processed);
-	return (int64) SPI_processed;
+	if (moved > 0)
+		pending_moved(dlq->id, target->id, moved);
+	return moved;
 }
 
 /* The distinct origins of the dead letters in a queue, oldest first. */

@@ -7,10 +7,19 @@
 #                      and PGDATABASE for everything that follows.
 # cluster_stop         stops it and removes the directory.
 
-QUEUE_PORT=${QUEUE_PORT:-5499}
+# The first free port from QUEUE_PORT (default 5499) on, so that a test
+# run and a benchmark can run side by side.
+free_port() {
+  local port=${QUEUE_PORT:-5499}
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    port=$((port + 1))
+  done
+  echo "$port"
+}
 
 cluster_start() {
   local mode=$1
+  QUEUE_PORT=$(free_port)
   CLUSTER_DIR=$(mktemp -d /tmp/queue-cluster.XXXXXX)
   initdb -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C >"$CLUSTER_DIR/initdb.log" 2>&1 \
     || { cat "$CLUSTER_DIR/initdb.log"; return 1; }
@@ -28,7 +37,8 @@ EOF
     # tests check behaviour, not durability of the test machine's disk
     echo "fsync = off" >>"$CLUSTER_DIR/data/postgresql.conf"
   fi
-  pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+  pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null \
+    || { cat "$CLUSTER_DIR/server.log"; return 1; }
   export PGHOST=$CLUSTER_DIR PGPORT=$QUEUE_PORT PGUSER=postgres PGDATABASE=postgres
 }
 
