@@ -9,10 +9,12 @@
  * commit.  Only buckets of seconds after the current one count, so time
  * turns hidden messages visible without anyone touching them (up to a second
  * early), and a lease that ran out earlier in the current second is not
- * counted twice when the message is read again.  Deltas that reach a bucket
- * whose second has begun are dropped: since a message's +1 always commits
- * before its -1 can, the only mismatches this allows are in buckets that no
- * longer count.  Such buckets are removed whenever the counts are read.
+ * counted twice when the message is read again.  The current second's bucket
+ * is kept all the same, to tell a waiting reader that something reappears
+ * before the second ends.  Deltas that reach a bucket whose second has
+ * passed are dropped: since a message's +1 always commits before its -1 can,
+ * the only mismatches this allows are in buckets that no longer count.  Such
+ * buckets are removed whenever the counts are read.
  *
  * Locking: the bucket table is partitioned; a change takes one partition's
  * LWLock, a read or a reset takes them all in order.  A queue's counts are
@@ -106,7 +108,7 @@ hidden_apply(const SlotKey *slot, int64 second, int32 in_flight, int32 delayed)
 	HiddenBucket *bucket;
 	bool		found;
 
-	if (second <= current_second())
+	if (second < current_second())
 		return true;
 	memset(&key, 0, sizeof(key));
 	key.slot = *slot;
@@ -162,9 +164,9 @@ scan_buckets(const SlotKey *slot, bool forget, int64 *in_flight, int64 *delayed)
 		bool		mine = slot != NULL &&
 			memcmp(&bucket->key.slot, slot, sizeof(SlotKey)) == 0;
 
-		if (bucket->key.second <= now || (mine && forget))
+		if (bucket->key.second < now || (mine && forget))
 			hash_search(bucket_hash, &bucket->key, HASH_REMOVE, NULL);
-		else if (mine)
+		else if (mine && bucket->key.second > now)
 		{
 			*in_flight += bucket->in_flight;
 			*delayed += bucket->delayed;
@@ -207,7 +209,7 @@ hidden_next_second(const SlotKey *slot)
 	hash_seq_init(&status, bucket_hash);
 	while ((bucket = hash_seq_search(&status)) != NULL)
 	{
-		if (bucket->key.second > now && (next < 0 || bucket->key.second < next) &&
+		if (bucket->key.second >= now && (next < 0 || bucket->key.second < next) &&
 			memcmp(&bucket->key.slot, slot, sizeof(SlotKey)) == 0)
 			next = bucket->key.second;
 	}

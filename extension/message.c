@@ -249,7 +249,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		Datum		args[4];
+		Datum		args[5];
 		uint64		claimed;
 		int64	   *dead_ids;
 		int			ndead = 0;
@@ -259,6 +259,8 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 		args[1] = TimestampTzGetDatum(now + visibility_usecs);
 		args[2] = Int64GetDatum(queue_random_int64());
 		args[3] = Int32GetDatum(max_messages - delivered);
+		/* with a zero timeout, what this call delivered is visible again */
+		args[4] = int8_array(delivered_ids, delivered);
 		claimed = run_plan(storage_plan(STMT_CLAIM, meta->id, 0), args, NULL);
 		if (claimed == 0)
 			break;

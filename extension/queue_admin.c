@@ -569,11 +569,6 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	values[16] = SPI_getbinval(cat, catdesc, 8, &nulls[16]);
 
 	c = counters_read(meta->id);
-	if (c.tracked && !(c.messages_known && c.hidden_known))
-	{
-		queue_count_once(meta);
-		c = counters_read(meta->id);
-	}
 	values[7] = Int64GetDatum(c.messages);
 	nulls[7] = !c.messages_known;
 	values[8] = Int64GetDatum(c.messages - c.in_flight - c.delayed);
@@ -622,6 +617,7 @@ queue_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	SPITupleTable *catalog;
 	List	   *metas = NIL;
+	bool		isnull;
 	OwnerContext ctx;
 
 	require_preloaded();
@@ -637,6 +633,24 @@ queue_stats(PG_FUNCTION_ARGS)
 	SPI_tuptable = NULL;		/* keep it past the next statements */
 	for (uint64 i = 0; i < catalog->numvals; i++)
 		metas = lappend(metas, SPI_getvalue(catalog->vals[i], catalog->tupdesc, 1));
+
+	/*
+	 * Count every uncounted queue first, so that a row can show its
+	 * dead-letter queue's depth even when that queue's row comes later.
+	 */
+	for (uint64 i = 0; i < catalog->numvals; i++)
+	{
+		int64		id = DatumGetInt64(SPI_getbinval(catalog->vals[i], catalog->tupdesc, 2, &isnull));
+		QueueCounters c = counters_read(id);
+
+		if (c.tracked && !(c.messages_known && c.hidden_known))
+		{
+			const QueueMeta *meta = queue_lookup_by_id(id);
+
+			if (meta != NULL)
+				queue_count_once(meta);
+		}
+	}
 
 	for (uint64 i = 0; i < catalog->numvals; i++)
 	{

@@ -72,11 +72,11 @@ static const StatementDef statements[STMT__COUNT] = {
 		" UPDATE queue_internal.q%1$lld m"
 		" SET visible_at = $2, attempts = m.attempts + 1, receipt = $3"
 		" WHERE m.id = ANY (ARRAY("
-		"  SELECT s.id FROM queue_internal.q%1$lld s WHERE s.visible_at <= $1"
+		"  SELECT s.id FROM queue_internal.q%1$lld s WHERE s.visible_at <= $1 AND s.id <> ALL ($5)"
 		"  ORDER BY s.id LIMIT $4 FOR UPDATE SKIP LOCKED))"
 		" RETURNING " MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY id",
-		4, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT4OID}
+		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT4OID, INT8ARRAYOID}
 	},
 	[STMT_DELETE_IDS] = {
 		"DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1)",
