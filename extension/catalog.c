@@ -239,7 +239,11 @@ meta_copy(const QueueMeta *cached)
 	return meta;
 }
 
-/* Reads one queue's row through SPI, as the owner, and caches it. */
+/*
+ * Reads one queue's row through SPI, as the owner, and caches it.  Not
+ * read-only, so that it sees a queue created earlier in the same statement
+ * (SELECT queue.create('dlq'), queue.create('q', dead_letter_queue => 'dlq')).
+ */
 static QueueMeta *
 meta_load(const char *sql_where, Oid argtype, Datum arg)
 {
@@ -263,12 +267,12 @@ meta_load(const char *sql_where, Oid argtype, Datum arg)
 				elog(ERROR, "could not prepare the queue catalog lookup");
 			lookup_plan = plan;
 		}
-		rc = SPI_execute_plan(lookup_plan, &arg, NULL, true, 1);
+		rc = SPI_execute_plan(lookup_plan, &arg, NULL, false, 1);
 	}
 	else
 		rc = SPI_execute_with_args(psprintf("SELECT " META_COLUMNS
 											" FROM queue_internal.queue WHERE %s", sql_where),
-								   1, &argtype, &arg, NULL, true, 1);
+								   1, &argtype, &arg, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "queue catalog lookup failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)

@@ -197,6 +197,12 @@ SELECT queue.drop('jobs');
 SELECT queue.create('jobs') AS jobs_id_2 \gset
 SELECT count(*) AS messages_in_new_jobs FROM queue.read('jobs', 10);
 
+-- One statement can create a dead-letter queue and the queue that uses it.
+SELECT queue.create('same_dlq') > 0 AS created,
+       queue.create('same_q', max_attempts => 1, dead_letter_queue => 'same_dlq') > 0 AS created;
+SELECT queue_name, dead_letter_queue FROM queue.queues WHERE queue_name LIKE 'same%' ORDER BY 1;
+SELECT queue.drop('same_q'), queue.drop('same_dlq');
+
 SELECT queue.drop(q) FROM unnest(ARRAY['plain', 'jobs', 'nulls', '_edge_low', 'edge_high_2',
                                         repeat('x', 48)]) AS q;
 SELECT count(*) AS queues_left FROM queue.queues;
