@@ -103,6 +103,23 @@ check_settings(const QueueSettings *s)
 				 errhint("Create a queue for dead letters and pass it as dead_letter_queue.")));
 }
 
+/*
+ * Fills parameters $3 to $6 of the catalog statements of create and alter
+ * with the settings: visibility_timeout, max_attempts, dead_letter_queue,
+ * retention.
+ */
+static void
+settings_params(const QueueSettings *s, Datum *values, char *nulls)
+{
+	values[2] = usecs_interval(s->visibility_usecs);
+	values[3] = Int32GetDatum(s->max_attempts);
+	nulls[3] = s->max_attempts > 0 ? ' ' : 'n';
+	values[4] = Int64GetDatum(s->dead_letter ? s->dead_letter->id : 0);
+	nulls[4] = s->dead_letter ? ' ' : 'n';
+	values[5] = usecs_interval(s->retention_usecs);
+	nulls[5] = s->retention_usecs >= 0 ? ' ' : 'n';
+}
+
 static void
 refuse_duplicate(const char *name)
 {
@@ -145,13 +162,7 @@ queue_create(PG_FUNCTION_ARGS)
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = BoolGetDatum(logged);
-	values[2] = usecs_interval(s.visibility_usecs);
-	values[3] = Int32GetDatum(s.max_attempts);
-	nulls[3] = s.max_attempts > 0 ? ' ' : 'n';
-	values[4] = Int64GetDatum(s.dead_letter ? s.dead_letter->id : 0);
-	nulls[4] = s.dead_letter ? ' ' : 'n';
-	values[5] = usecs_interval(s.retention_usecs);
-	nulls[5] = s.retention_usecs >= 0 ? ' ' : 'n';
+	settings_params(&s, values, nulls);
 	values[6] = ObjectIdGetDatum(owner);
 
 	owner_context_enter(&ctx);
@@ -244,13 +255,7 @@ queue_alter(PG_FUNCTION_ARGS)
 
 	values[0] = Int64GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(new_name);
-	values[2] = usecs_interval(s.visibility_usecs);
-	values[3] = Int32GetDatum(s.max_attempts);
-	nulls[3] = s.max_attempts > 0 ? ' ' : 'n';
-	values[4] = Int64GetDatum(s.dead_letter ? s.dead_letter->id : 0);
-	nulls[4] = s.dead_letter ? ' ' : 'n';
-	values[5] = usecs_interval(s.retention_usecs);
-	nulls[5] = s.retention_usecs >= 0 ? ' ' : 'n';
+	settings_params(&s, values, nulls);
 	values[6] = BoolGetDatum(logged);
 
 	owner_context_enter(&ctx);
