@@ -12,6 +12,7 @@ OBJS = \
 	extension/catalog.o \
 	extension/storage.o \
 	extension/queue_admin.o \
+	extension/lease.o \
 	extension/message.o
 
 DATA = extension/queue--$(EXTVERSION).sql $(wildcard extension/queue--*--*.sql)
@@ -32,6 +33,9 @@ PROVE_TESTS = test/t/*.pl
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS knows nothing of headers: every object depends on ours.
+$(OBJS): extension/queue.h extension/compat.h
 
 .PHONY: test demo bench
 

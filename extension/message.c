@@ -9,7 +9,7 @@
  * for the commit-time counters and wakeups (shmem.c).
  *
  * Leases: every read stamps the messages it hands out with a new random
- * receipt.  ack, nack, set_visibility and archive act only when the receipt
+ * receipt (written to the rows when the transaction commits, see lease.c).  ack, nack, set_visibility and archive act only when the receipt
  * passed back still matches, so a consumer whose visibility timeout ran out
  * and whose message was read again by someone else cannot touch it any more
  * (the same rule as SQS's receipt handles).  Until another read happens, an
@@ -234,10 +234,12 @@ detoast_message(Datum *values, const bool *nulls)
 }
 
 /*
- * Claims up to max_messages visible messages, puts the deliverable ones into
- * the result set and moves those past max_attempts to the dead-letter queue,
- * claiming again to fill the batch.  With pop, the delivered messages are
- * deleted at once and their receipt is NULL.  Returns how many it delivered.
+ * Claims up to max_messages visible messages: locks them, puts the
+ * deliverable ones into the result set with their new lease (recorded, to
+ * be written at commit) and moves those past max_attempts to the dead-letter
+ * queue, claiming again to fill the batch.  With pop, the delivered messages
+ * are deleted at once and their receipt is NULL.  Returns how many it
+ * delivered.
  */
 static int
 claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool pop,
@@ -249,18 +251,18 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		Datum		args[5];
+		TimestampTz visible_at = now + visibility_usecs;
+		int64		receipt = queue_random_int64();
+		int			first = delivered;
+		Datum		args[3];
 		uint64		claimed;
 		int64	   *dead_ids;
 		int			ndead = 0;
-		int			leased = 0;
 
 		args[0] = TimestampTzGetDatum(now);
-		args[1] = TimestampTzGetDatum(now + visibility_usecs);
-		args[2] = Int64GetDatum(queue_random_int64());
-		args[3] = Int32GetDatum(max_messages - delivered);
-		/* with a zero timeout, what this call delivered is visible again */
-		args[4] = int8_array(delivered_ids, delivered);
+		/* rows this transaction locked already: SKIP LOCKED does not skip them */
+		args[1] = lease_ids(meta->id, delivered_ids, delivered);
+		args[2] = Int32GetDatum(max_messages - delivered);
 		claimed = run_plan(storage_plan(STMT_CLAIM, meta->id, 0), args, NULL);
 		if (claimed == 0)
 			break;
@@ -271,25 +273,27 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			Datum		values[MSG_NCOLS];
 			bool		nulls[MSG_NCOLS];
+			int32		attempts;
 
 			heap_deform_tuple(tup, SPI_tuptable->tupdesc, values, nulls);
-			if (meta->max_attempts > 0 &&
-				DatumGetInt32(values[MSG_COL_ATTEMPTS - 1]) > meta->max_attempts)
+			attempts = DatumGetInt32(values[MSG_COL_ATTEMPTS - 1]) + 1;
+			if (meta->max_attempts > 0 && attempts > meta->max_attempts)
 			{
 				dead_ids[ndead++] = DatumGetInt64(values[MSG_COL_ID - 1]);
 				continue;
 			}
 			detoast_message(values, nulls);
-			if (pop)
-				nulls[MSG_NCOLS - 1] = true;
-			leased++;
+			values[MSG_COL_ATTEMPTS - 1] = Int32GetDatum(attempts);
+			values[MSG_COL_VISIBLE_AT - 1] = TimestampTzGetDatum(visible_at);
+			values[MSG_COL_RECEIPT - 1] = Int64GetDatum(receipt);
+			nulls[MSG_COL_RECEIPT - 1] = pop;
 			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		if (ndead > 0)
 			dead_letter_ids(meta, int8_array(dead_ids, ndead));
-		if (!pop && leased > 0)
-			pending_hidden(meta->id, now + visibility_usecs, leased, 0);
+		if (!pop && delivered > first)
+			lease_record(meta->id, receipt, visible_at, delivered - first, delivered_ids + first);
 		if (ndead == 0 || delivered >= max_messages)
 			break;
 	}
@@ -384,6 +388,8 @@ leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, cons
 	bool		hit;
 	bool		isnull;
 
+	/* a message read by this transaction gets its lease written first */
+	lease_flush(meta->id);
 	owner_context_enter(&ctx);
 	hit = run_plan(storage_plan(stmt, meta->id, 0), args, nulls) > 0;
 	if (hit)
@@ -393,16 +399,54 @@ leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, cons
 	return hit;
 }
 
+/*
+ * Deletes messages this transaction leased and has not written the lease
+ * of, as acknowledged; puts their ids into the result set when given one.
+ */
+static void
+delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsinfo)
+{
+	Datum		arg = int8_array(ids, n);
+	uint64		deleted;
+	OwnerContext ctx;
+
+	owner_context_enter(&ctx);
+	deleted = run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &arg, NULL);
+	for (uint64 i = 0; rsinfo != NULL && i < deleted; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	owner_context_exit(&ctx);
+	if (deleted > 0)
+		pending_removed(meta->id, (int64) deleted, true);
+}
+
 /* queue.ack(queue_name, id, receipt) returns boolean */
 Datum
 queue_ack(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
+	int64		id = required_int8_arg(fcinfo, 1, "id");
+	int64		receipt = required_int8_arg(fcinfo, 2, "receipt");
 	Datum		args[2];
 	TimestampTz old_visible_at;
 
-	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
-	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
+	switch (lease_consume(meta->id, id, receipt))
+	{
+		case LEASE_MATCH:
+			/* read by this transaction: its lease was never written */
+			delete_locked(meta, &id, 1, NULL);
+			PG_RETURN_BOOL(true);
+		case LEASE_OTHER:
+			PG_RETURN_BOOL(false);
+		case LEASE_NONE:
+			break;
+	}
+	args[0] = Int64GetDatum(id);
+	args[1] = Int64GetDatum(receipt);
 	if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 		PG_RETURN_BOOL(false);
 	pending_removed(meta->id, 1, true);
@@ -427,6 +471,51 @@ int8_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return arr;
 }
 
+/*
+ * Acks the pairs of a batch that this transaction leased itself (deleting
+ * them at once), drops those leased here under another receipt, and leaves
+ * the rest in *ids and *receipts for the usual lease-checked delete.
+ */
+static void
+split_own_leases(const QueueMeta *meta, ArrayType **ids, ArrayType **receipts,
+				 ReturnSetInfo *rsinfo)
+{
+	Datum	   *id_elems;
+	Datum	   *receipt_elems;
+	bool	   *id_nulls;
+	bool	   *receipt_nulls;
+	int			n;
+	int			nrest = 0;
+	int			nown = 0;
+	int64	   *own;
+
+	deconstruct_array(*ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE, &id_elems, &id_nulls, &n);
+	deconstruct_array(*receipts, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
+					  &receipt_elems, &receipt_nulls, &n);
+	own = palloc(sizeof(int64) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (id_nulls[i] || receipt_nulls[i])
+			continue;
+		switch (lease_consume(meta->id, DatumGetInt64(id_elems[i]), DatumGetInt64(receipt_elems[i])))
+		{
+			case LEASE_MATCH:
+				own[nown++] = DatumGetInt64(id_elems[i]);
+				break;
+			case LEASE_OTHER:
+				break;
+			case LEASE_NONE:
+				id_elems[nrest] = id_elems[i];
+				receipt_elems[nrest++] = receipt_elems[i];
+				break;
+		}
+	}
+	if (nown > 0)
+		delete_locked(meta, own, nown, rsinfo);
+	*ids = construct_array(id_elems, nrest, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE);
+	*receipts = construct_array(receipt_elems, nrest, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE);
+}
+
 /* queue.ack(queue_name, ids, receipts) returns setof bigint */
 Datum
 queue_ack_batch(PG_FUNCTION_ARGS)
@@ -446,10 +535,12 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 				 errmsg("ids and receipts must have the same length"),
 				 errdetail("There are %d ids and %d receipts.", nids,
 						   ArrayGetNItems(ARR_NDIM(receipts), ARR_DIMS(receipts)))));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (lease_pending(meta->id))
+		split_own_leases(meta, &ids, &receipts, rsinfo);
 	args[0] = PointerGetDatum(ids);
 	args[1] = PointerGetDatum(receipts);
 
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	owner_context_enter(&ctx);
 	acked = run_plan(storage_plan(STMT_ACK_BATCH, meta->id, 0), args, NULL);
 	for (uint64 i = 0; i < acked; i++)
@@ -536,6 +627,7 @@ queue_archive(PG_FUNCTION_ARGS)
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
 	args[2] = TimestampTzGetDatum(now);
 
+	lease_flush(meta->id);
 	owner_context_enter(&ctx);
 	archived = run_plan(storage_plan(STMT_ARCHIVE, meta->id, 0), args, NULL);
 	if (archived > 0)

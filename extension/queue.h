@@ -145,6 +145,7 @@ typedef enum StorageStatement
 	STMT_SEND,
 	STMT_SEND_BATCH,
 	STMT_CLAIM,
+	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
 	STMT_DEAD_LETTER,
 	STMT_ACK,
@@ -162,7 +163,9 @@ typedef enum StorageStatement
 
 /* Column positions of the rows STMT_CLAIM returns (queue.message's order). */
 #define MSG_COL_ID			1
+#define MSG_COL_VISIBLE_AT	6
 #define MSG_COL_ATTEMPTS	7
+#define MSG_COL_RECEIPT		9
 #define MSG_NCOLS			9
 
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
@@ -172,6 +175,24 @@ extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
+
+/* lease.c: leases taken by this transaction, written at its commit */
+typedef enum LeaseMatch
+{
+	LEASE_NONE,					/* not leased by this transaction */
+	LEASE_MATCH,				/* leased here with this receipt: now consumed */
+	LEASE_OTHER					/* leased here with another receipt */
+} LeaseMatch;
+
+extern void lease_record(int64 queue_id, int64 receipt, TimestampTz visible_at, int n,
+						 const int64 *ids);
+extern bool lease_any(void);
+extern bool lease_pending(int64 queue_id);
+extern LeaseMatch lease_consume(int64 queue_id, int64 id, int64 receipt);
+extern Datum lease_ids(int64 queue_id, const int64 *more, int nmore);
+extern void lease_flush(int64 queue_id);
+extern void lease_at_xact_end(void);
+extern void lease_at_subxact_end(bool commit, int level);
 
 /* queue_admin.c: the first count of a queue after a start */
 extern void queue_count_once(const QueueMeta *meta);

@@ -255,7 +255,13 @@ xact_callback(XactEvent event, void *arg)
 {
 	ListCell   *lc;
 
-	if (pending == NIL)
+	if (event == XACT_EVENT_PRE_COMMIT)
+		lease_flush(0);
+	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+			 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+			 event == XACT_EVENT_PREPARE)
+		lease_at_xact_end();
+	if (pending == NIL && !(event == XACT_EVENT_PRE_PREPARE && lease_any()))
 		return;
 	switch (event)
 	{
@@ -263,7 +269,7 @@ xact_callback(XactEvent event, void *arg)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("cannot prepare a transaction that used a queue"),
-					 errdetail("Queue counters and wakeups are applied when the transaction commits in the backend that ran it.")));
+					 errdetail("Queue leases, counters and wakeups are written when the transaction commits in the backend that ran it.")));
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -289,6 +295,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	int			level = GetCurrentTransactionNestLevel();
 	ListCell   *lc;
 
+	if (event == SUBXACT_EVENT_COMMIT_SUB || event == SUBXACT_EVENT_ABORT_SUB)
+		lease_at_subxact_end(event == SUBXACT_EVENT_COMMIT_SUB, level);
 	if (pending == NIL)
 		return;
 	if (event == SUBXACT_EVENT_COMMIT_SUB)

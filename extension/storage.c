@@ -11,10 +11,11 @@
  * tables change.  Callers run inside owner_context_enter(), so the
  * statements run as the extension's owner with search_path pinned.
  *
- * Reading: a claim picks the oldest visible ids with FOR UPDATE SKIP LOCKED
- * in an ARRAY() sub-select, which runs exactly once (an IN (sub-select) may
- * be re-run by the planner and touch more rows than asked for), then updates
- * those rows by primary key.
+ * Reading: a claim locks the oldest visible messages with FOR UPDATE SKIP
+ * LOCKED and returns them; their lease is written at commit (lease.c).
+ * Statements that pick rows to change select them once, in an ARRAY()
+ * sub-select (an IN (sub-select) may be re-run by the planner and touch more
+ * rows than asked for).
  */
 #include "postgres.h"
 
@@ -68,18 +69,18 @@ static const StatementDef statements[STMT__COUNT] = {
 		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
 	},
 	[STMT_CLAIM] = {
-		"WITH claimed AS ("
-		" UPDATE queue_internal.q%1$lld m"
-		" SET visible_at = $2, attempts = m.attempts + 1, receipt = $3"
-		" WHERE m.id = ANY (ARRAY("
-		"  SELECT s.id FROM queue_internal.q%1$lld s WHERE s.visible_at <= $1 AND s.id <> ALL ($5)"
-		"  ORDER BY s.id LIMIT $4 FOR UPDATE SKIP LOCKED))"
-		" RETURNING " MESSAGE_COLUMNS ")"
-		" SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY id",
-		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT4OID, INT8ARRAYOID}
+		"SELECT " MESSAGE_COLUMNS " FROM queue_internal.q%1$lld"
+		" WHERE visible_at <= $1 AND id <> ALL ($2)"
+		" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+		3, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}
+	},
+	[STMT_WRITE_LEASE] = {
+		"UPDATE queue_internal.q%1$lld SET visible_at = $2, attempts = attempts + 1, receipt = $3"
+		" WHERE id = ANY ($1)",
+		3, {INT8ARRAYOID, TIMESTAMPTZOID, INT8OID}
 	},
 	[STMT_DELETE_IDS] = {
-		"DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1)",
+		"DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1) RETURNING id",
 		1, {INT8ARRAYOID}
 	},
 	[STMT_DEAD_LETTER] = {
@@ -87,7 +88,7 @@ static const StatementDef statements[STMT__COUNT] = {
 		" RETURNING id, attempts, enqueued_at, group_key, last_error, headers, payload)"
 		" INSERT INTO queue_internal.q%2$lld"
 		" (id, visible_at, attempts, enqueued_at, group_key, last_error, origin, headers, payload)"
-		" SELECT id, $2, attempts - 1, enqueued_at, group_key, last_error, %1$lld, headers, payload"
+		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, %1$lld, headers, payload"
 		" FROM dead",
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
 	},

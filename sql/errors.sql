@@ -466,6 +466,13 @@ SELECT queue.send('ok', '1') > 0 AS sent;
 PREPARE TRANSACTION 'regress_queue_prepared';
 \echo :SQLSTATE
 SELECT count(*) AS nothing_sent FROM queue.read('ok');
+-- A read alone counts too: its leases are written at commit.
+SELECT queue.send('ok', '1') > 0 AS sent;
+BEGIN;
+SELECT count(*) AS read FROM queue.read('ok');
+PREPARE TRANSACTION 'regress_queue_prepared';
+\echo :SQLSTATE
+SELECT count(*) AS still_there FROM queue.pop('ok');
 
 --
 -- Nothing above left anything behind: no queue, no table, no message.

@@ -438,5 +438,52 @@ SELECT messages, visible, in_flight, delayed FROM queue.queues WHERE queue_name 
 SELECT queue.purge('cnt');
 SELECT messages, visible, delayed, sent_total, acked_total FROM queue.queues WHERE queue_name = 'cnt';
 
-SELECT queue.drop(q) FROM unnest(ARRAY['m', 'cnt', 'work', 'elsewhere', 'work_dlq']) AS q;
+--
+-- Leases taken and used in one transaction.  A read locks its messages and
+-- writes their lease when the transaction commits, for those not acked by
+-- then; nothing of this shows from outside.
+--
+SELECT queue.create('tx') AS tx_id \gset
+SELECT count(*) FROM queue.send_batch('tx', ARRAY['1', '2', '3', '4']::jsonb[]);
+BEGIN;
+CREATE TEMP TABLE tx1 AS SELECT * FROM queue.read('tx', 2);
+-- A second read in the same transaction gets other messages.
+CREATE TEMP TABLE tx2 AS SELECT * FROM queue.read('tx', 10);
+SELECT (SELECT array_agg(payload ORDER BY id) FROM tx1) AS first_read,
+       (SELECT array_agg(payload ORDER BY id) FROM tx2) AS second_read;
+-- The first read's messages: one acked with its receipt, one with a wrong one.
+SELECT queue.ack('tx', id, receipt) AS acked FROM tx1 WHERE payload = '1';
+SELECT queue.ack('tx', id, receipt + 1) AS wrong_receipt FROM tx1 WHERE payload = '2';
+SELECT queue.ack('tx', id, receipt) AS acked_twice FROM tx1 WHERE payload = '1';
+-- The batch form, with one good pair and one bad.
+SELECT count(*) AS acked FROM queue.ack('tx',
+    ARRAY(SELECT id FROM tx2 ORDER BY id),
+    ARRAY(SELECT CASE WHEN payload = '3' THEN receipt ELSE receipt + 1 END FROM tx2 ORDER BY id));
+-- A nack writes the lease first, so the delivery counts.
+SELECT queue.nack('tx', id, receipt, error => 'later') AS nacked FROM tx2 WHERE payload = '4';
+COMMIT;
+-- Left: 2, leased with the first read's receipt, and 4, visible, nacked.
+SELECT m.payload, m.attempts, m.receipt = t.receipt AS first_read_lease, m.last_error
+  FROM queue_internal.q:tx_id m LEFT JOIN tx1 t USING (id) ORDER BY m.id;
+SELECT messages, visible, in_flight, acked_total FROM queue.queues WHERE queue_name = 'tx';
+DROP TABLE tx1, tx2;
+SELECT queue.purge('tx');
+-- Savepoints: a read in a rolled-back savepoint leases nothing; an ack in a
+-- rolled-back savepoint is undone, and the lease stands.
+SELECT count(*) FROM queue.send_batch('tx', ARRAY['5', '6']::jsonb[]);
+BEGIN;
+SAVEPOINT s1;
+SELECT count(*) AS read_then_undone FROM queue.read('tx', 1);
+ROLLBACK TO SAVEPOINT s1;
+CREATE TEMP TABLE tx3 AS SELECT * FROM queue.read('tx', 2);
+SAVEPOINT s2;
+SELECT bool_and(queue.ack('tx', id, receipt)) AS acked FROM tx3;
+ROLLBACK TO SAVEPOINT s2;
+COMMIT;
+SELECT m.payload, m.attempts, m.receipt = t.receipt AS leased, m.visible_at > now() AS hidden
+  FROM queue_internal.q:tx_id m JOIN tx3 t USING (id) ORDER BY m.id;
+SELECT count(*) AS acked_now FROM queue.ack('tx', ARRAY(SELECT id FROM tx3), ARRAY(SELECT receipt FROM tx3));
+DROP TABLE tx3;
+
+SELECT queue.drop(q) FROM unnest(ARRAY['m', 'cnt', 'work', 'elsewhere', 'work_dlq', 'tx']) AS q;
 SELECT count(*) AS queues_left FROM queue.queues;

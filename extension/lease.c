@@ -1,0 +1,248 @@
+/*
+ * lease.c
+ *    Leases taken by the current transaction and not yet written.
+ *
+ * A read locks the messages it hands out (FOR UPDATE SKIP LOCKED) but does
+ * not write their lease (visible_at, attempts + 1, receipt) at once: it
+ * records it here and writes it just before the transaction commits, for
+ * the messages the transaction did not acknowledge meanwhile.  A consumer
+ * that reads and acks in one transaction so pays one lock and one delete per
+ * message, as a plain DELETE ... SKIP LOCKED does, instead of a lock, an
+ * update and a delete.  Nothing else can tell the difference: the row lock
+ * keeps other readers off until the commit, and a rollback undoes the lease
+ * either way.
+ *
+ * Operations on a message leased here: ack deletes it and marks the lease
+ * consumed; anything else (nack, set_visibility, archive) first writes the
+ * queue's pending leases (lease_flush) and then works on the rows as usual.
+ * A later read in the same transaction skips the messages leased here, since
+ * SKIP LOCKED does not skip rows locked by the transaction itself.
+ *
+ * Savepoints: a lease belongs to the level that read it, a consumption to
+ * the level that acked it; aborting a savepoint drops the leases read in it
+ * and revives those acked in it (their delete is undone).  A lease written
+ * early (by lease_flush) inside a savepoint that is then rolled back is lost
+ * with it: the message stays visible with its attempt uncounted, so it is
+ * delivered again, as at-least-once allows.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "queue.h"
+
+typedef struct PendingLease
+{
+	int64		queue_id;
+	int			nest_level;		/* of the read */
+	int64		receipt;
+	TimestampTz visible_at;
+	int			n;
+	int64	   *ids;
+	int		   *consumed_level; /* 0: not acked; else the level of the ack */
+} PendingLease;
+
+static List *leases = NIL;		/* of PendingLease, in TopTransactionContext */
+
+/* Records the lease of messages a read just locked and handed out. */
+void
+lease_record(int64 queue_id, int64 receipt, TimestampTz visible_at, int n, const int64 *ids)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	PendingLease *l = palloc(sizeof(PendingLease));
+
+	l->queue_id = queue_id;
+	l->nest_level = GetCurrentTransactionNestLevel();
+	l->receipt = receipt;
+	l->visible_at = visible_at;
+	l->n = n;
+	l->ids = palloc(sizeof(int64) * n);
+	memcpy(l->ids, ids, sizeof(int64) * n);
+	l->consumed_level = palloc0(sizeof(int) * n);
+	leases = lappend(leases, l);
+	MemoryContextSwitchTo(old);
+}
+
+bool
+lease_any(void)
+{
+	return leases != NIL;
+}
+
+/* Whether the transaction holds unwritten leases on the queue. */
+bool
+lease_pending(int64 queue_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, leases)
+	{
+		if (((PendingLease *) lfirst(lc))->queue_id == queue_id)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Looks a message up among the queue's unwritten, unconsumed leases: MATCH
+ * when (id, receipt) is one (and then consumes it), OTHER when the message is
+ * leased here under another receipt, NONE when it is not leased here.
+ */
+LeaseMatch
+lease_consume(int64 queue_id, int64 id, int64 receipt)
+{
+	ListCell   *lc;
+
+	foreach(lc, leases)
+	{
+		PendingLease *l = lfirst(lc);
+
+		if (l->queue_id != queue_id)
+			continue;
+		for (int i = 0; i < l->n; i++)
+		{
+			if (l->ids[i] != id || l->consumed_level[i] != 0)
+				continue;
+			if (l->receipt != receipt)
+				return LEASE_OTHER;
+			l->consumed_level[i] = GetCurrentTransactionNestLevel();
+			return LEASE_MATCH;
+		}
+	}
+	return LEASE_NONE;
+}
+
+/* The ids of the queue's unwritten leases, consumed or not, as an array. */
+Datum
+lease_ids(int64 queue_id, const int64 *more, int nmore)
+{
+	int			n = nmore;
+	int			k = 0;
+	Datum	   *elems;
+	ListCell   *lc;
+
+	foreach(lc, leases)
+	{
+		PendingLease *l = lfirst(lc);
+
+		if (l->queue_id == queue_id)
+			n += l->n;
+	}
+	elems = palloc(sizeof(Datum) * Max(n, 1));
+	foreach(lc, leases)
+	{
+		PendingLease *l = lfirst(lc);
+
+		if (l->queue_id != queue_id)
+			continue;
+		for (int i = 0; i < l->n; i++)
+			elems[k++] = Int64GetDatum(l->ids[i]);
+	}
+	for (int i = 0; i < nmore; i++)
+		elems[k++] = Int64GetDatum(more[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
+}
+
+/* Writes one lease's unconsumed messages; the caller is in the owner context. */
+static void
+write_lease(const PendingLease *l)
+{
+	int64	   *ids = palloc(sizeof(int64) * Max(l->n, 1));
+	int			n = 0;
+	Datum		args[3];
+	Datum	   *elems;
+	int			rc;
+
+	for (int i = 0; i < l->n; i++)
+	{
+		if (l->consumed_level[i] == 0)
+			ids[n++] = l->ids[i];
+	}
+	if (n == 0)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
+	args[1] = TimestampTzGetDatum(l->visible_at);
+	args[2] = Int64GetDatum(l->receipt);
+	rc = SPI_execute_plan(storage_plan(STMT_WRITE_LEASE, l->queue_id, 0), args, NULL, false, 0);
+	if (rc < 0)
+		elog(ERROR, "could not write the leases of queue " INT64_FORMAT ": %s",
+			 l->queue_id, SPI_result_code_string(rc));
+	pending_hidden(l->queue_id, l->visible_at, (int32) SPI_processed, 0);
+}
+
+/*
+ * Writes the unwritten leases of one queue (queue_id > 0) or of all queues
+ * (0) and forgets them.
+ */
+void
+lease_flush(int64 queue_id)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	OwnerContext ctx;
+
+	bool		pushed = false;
+
+	if (leases == NIL || (queue_id > 0 && !lease_pending(queue_id)))
+		return;
+	/* at commit no statement is running, so there is no snapshot to use */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
+	owner_context_enter(&ctx);
+	foreach(lc, leases)
+	{
+		PendingLease *l = lfirst(lc);
+
+		if (queue_id > 0 && l->queue_id != queue_id)
+			kept = lappend(kept, l);
+		else
+			write_lease(l);
+	}
+	owner_context_exit(&ctx);
+	if (pushed)
+		PopActiveSnapshot();
+	leases = kept;
+}
+
+/* Forgets every lease when the transaction ends (its locks go with it). */
+void
+lease_at_xact_end(void)
+{
+	leases = NIL;
+}
+
+/* A committed savepoint hands its leases and acks to its parent; an aborted one undoes them. */
+void
+lease_at_subxact_end(bool commit, int level)
+{
+	ListCell   *lc;
+
+	foreach(lc, leases)
+	{
+		PendingLease *l = lfirst(lc);
+
+		if (!commit && l->nest_level >= level)
+		{
+			leases = foreach_delete_current(leases, lc);
+			continue;
+		}
+		if (l->nest_level >= level)
+			l->nest_level = level - 1;
+		for (int i = 0; i < l->n; i++)
+		{
+			if (l->consumed_level[i] >= level)
+				l->consumed_level[i] = commit ? level - 1 : 0;
+		}
+	}
+}
