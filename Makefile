@@ -17,7 +17,12 @@ OBJS = \
 
 DATA = extension/queue--$(EXTVERSION).sql $(wildcard extension/queue--*--*.sql)
 
-PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CONFIG ?= pg_config
+
+# Warnings are errors.  PostgreSQL's own headers are included as system
+# headers, so that -Wextra judges our code and not theirs.
+PG_CFLAGS += -Wall -Wextra -Werror
+PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 
 # pg_regress: sql/ and expected/ at the top, contrib's convention.
 REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
@@ -30,7 +35,6 @@ ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/isolation/output
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 

@@ -47,7 +47,7 @@ static SPIPlanPtr lookup_plan = NULL;
 	"dead_letter_queue, retention, owner, senders, readers, admins"
 
 static void
-catalog_inval_callback(Datum arg, Oid relid)
+catalog_inval_callback(Datum arg pg_attribute_unused(), Oid relid)
 {
 	if (relid == InvalidOid || relid == cached_catalog_relid)
 	{

@@ -224,7 +224,7 @@ detoast_message(Datum *values, const bool *nulls)
 {
 	static const int varlena_columns[] = {2, 3, 4, 8};	/* payload, headers, group_key, last_error */
 
-	for (int i = 0; i < lengthof(varlena_columns); i++)
+	for (int i = 0; i < (int) lengthof(varlena_columns); i++)
 	{
 		int			col = varlena_columns[i] - 1;
 

@@ -251,7 +251,7 @@ apply_pending(const PendingQueue *p)
 }
 
 static void
-xact_callback(XactEvent event, void *arg)
+xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	ListCell   *lc;
 
@@ -289,8 +289,9 @@ xact_callback(XactEvent event, void *arg)
 
 /* A committed savepoint hands its records to its parent; an aborted one drops them. */
 static void
-subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-				 SubTransactionId parentSubid, void *arg)
+subxact_callback(SubXactEvent event, SubTransactionId mySubid pg_attribute_unused(),
+				 SubTransactionId parentSubid pg_attribute_unused(),
+				 void *arg pg_attribute_unused())
 {
 	int			level = GetCurrentTransactionNestLevel();
 	ListCell   *lc;
