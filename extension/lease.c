@@ -28,8 +28,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_type.h"
-#include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -117,13 +115,12 @@ lease_consume(int64 queue_id, int64 id, int64 receipt)
 	return LEASE_NONE;
 }
 
-/* The ids of the queue's unwritten leases, consumed or not, as an array. */
+/* The ids of the queue's unwritten leases, consumed or not, and more, as an array. */
 Datum
 lease_ids(int64 queue_id, const int64 *more, int nmore)
 {
 	int			n = nmore;
-	int			k = 0;
-	Datum	   *elems;
+	int64	   *ids;
 	ListCell   *lc;
 
 	foreach(lc, leases)
@@ -133,19 +130,20 @@ lease_ids(int64 queue_id, const int64 *more, int nmore)
 		if (l->queue_id == queue_id)
 			n += l->n;
 	}
-	elems = palloc(sizeof(Datum) * Max(n, 1));
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	n = 0;
 	foreach(lc, leases)
 	{
 		PendingLease *l = lfirst(lc);
 
-		if (l->queue_id != queue_id)
-			continue;
-		for (int i = 0; i < l->n; i++)
-			elems[k++] = Int64GetDatum(l->ids[i]);
+		if (l->queue_id == queue_id)
+		{
+			memcpy(ids + n, l->ids, sizeof(int64) * l->n);
+			n += l->n;
+		}
 	}
-	for (int i = 0; i < nmore; i++)
-		elems[k++] = Int64GetDatum(more[i]);
-	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
+	memcpy(ids + n, more, sizeof(int64) * nmore);
+	return storage_id_array(ids, n + nmore);
 }
 
 /* Writes one lease's unconsumed messages; the caller is in the owner context. */
@@ -155,7 +153,6 @@ write_lease(const PendingLease *l)
 	int64	   *ids = palloc(sizeof(int64) * Max(l->n, 1));
 	int			n = 0;
 	Datum		args[3];
-	Datum	   *elems;
 	int			rc;
 
 	for (int i = 0; i < l->n; i++)
@@ -165,10 +162,7 @@ write_lease(const PendingLease *l)
 	}
 	if (n == 0)
 		return;
-	elems = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
+	args[0] = storage_id_array(ids, n);
 	args[1] = TimestampTzGetDatum(l->visible_at);
 	args[2] = Int64GetDatum(l->receipt);
 	rc = SPI_execute_plan(storage_plan(STMT_WRITE_LEASE, l->queue_id, 0), args, NULL, false, 0);

@@ -187,16 +187,6 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
-static Datum
-int8_array(const int64 *ids, int n)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE));
-}
-
 /*
  * Moves messages (locked by the caller) to the queue's dead-letter queue and
  * returns how many moved.
@@ -291,7 +281,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		if (ndead > 0)
-			dead_letter_ids(meta, int8_array(dead_ids, ndead));
+			dead_letter_ids(meta, storage_id_array(dead_ids, ndead));
 		if (!pop && delivered > first)
 			lease_record(meta->id, receipt, visible_at, delivered - first, delivered_ids + first);
 		if (ndead == 0 || delivered >= max_messages)
@@ -300,7 +290,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 
 	if (pop && delivered > 0)
 	{
-		Datum		ids = int8_array(delivered_ids, delivered);
+		Datum		ids = storage_id_array(delivered_ids, delivered);
 
 		run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &ids, NULL);
 		pending_removed(meta->id, delivered, true);
@@ -406,7 +396,7 @@ leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, cons
 static void
 delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsinfo)
 {
-	Datum		arg = int8_array(ids, n);
+	Datum		arg = storage_id_array(ids, n);
 	uint64		deleted;
 	OwnerContext ctx;
 
@@ -489,8 +479,8 @@ split_own_leases(const QueueMeta *meta, ArrayType **ids, ArrayType **receipts,
 	int			nown = 0;
 	int64	   *own;
 
-	deconstruct_array(*ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE, &id_elems, &id_nulls, &n);
-	deconstruct_array(*receipts, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
+	deconstruct_array(*ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &id_elems, &id_nulls, &n);
+	deconstruct_array(*receipts, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &receipt_elems, &receipt_nulls, &n);
 	own = palloc(sizeof(int64) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -512,8 +502,8 @@ split_own_leases(const QueueMeta *meta, ArrayType **ids, ArrayType **receipts,
 	}
 	if (nown > 0)
 		delete_locked(meta, own, nown, rsinfo);
-	*ids = construct_array(id_elems, nrest, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE);
-	*receipts = construct_array(receipt_elems, nrest, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE);
+	*ids = construct_array(id_elems, nrest, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	*receipts = construct_array(receipt_elems, nrest, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /* queue.ack(queue_name, ids, receipts) returns setof bigint */

@@ -169,6 +169,7 @@ typedef enum StorageStatement
 #define MSG_NCOLS			9
 
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
+extern Datum storage_id_array(const int64 *ids, int n);
 extern void storage_create_tables(int64 queue_id, bool logged);
 extern void storage_set_logged(int64 queue_id, bool logged);
 extern void storage_drop_tables(int64 queue_id);

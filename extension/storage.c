@@ -21,6 +21,7 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -198,6 +199,18 @@ storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
 	entry = hash_search(plan_cache, &key, HASH_ENTER, &found);
 	entry->plan = plan;
 	return plan;
+}
+
+/* Message ids as the bigint[] parameter of a statement. */
+Datum
+storage_id_array(const int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 static void
