@@ -20,10 +20,9 @@
  *
  * Savepoints: a lease belongs to the level that read it, a consumption to
  * the level that acked it; aborting a savepoint drops the leases read in it
- * and revives those acked in it (their delete is undone).  A lease written
- * early (by lease_flush) inside a savepoint that is then rolled back is lost
- * with it: the message stays visible with its attempt uncounted, so it is
- * delivered again, as at-least-once allows.
+ * and revives those acked in it (their delete is undone); a lease written
+ * early (lease_flush) inside a savepoint that is rolled back becomes
+ * unwritten again, to be written at commit.
  */
 #include "postgres.h"
 
@@ -38,6 +37,7 @@ typedef struct PendingLease
 {
 	int64		queue_id;
 	int			nest_level;		/* of the read */
+	int			written_level;	/* 0: not written yet; else the level that wrote it */
 	int64		receipt;
 	TimestampTz visible_at;
 	int			n;
@@ -56,6 +56,7 @@ lease_record(int64 queue_id, int64 receipt, TimestampTz visible_at, int n, const
 
 	l->queue_id = queue_id;
 	l->nest_level = GetCurrentTransactionNestLevel();
+	l->written_level = 0;
 	l->receipt = receipt;
 	l->visible_at = visible_at;
 	l->n = n;
@@ -66,10 +67,18 @@ lease_record(int64 queue_id, int64 receipt, TimestampTz visible_at, int n, const
 	MemoryContextSwitchTo(old);
 }
 
+/* Whether the transaction holds unwritten leases at all. */
 bool
 lease_any(void)
 {
-	return leases != NIL;
+	ListCell   *lc;
+
+	foreach(lc, leases)
+	{
+		if (((PendingLease *) lfirst(lc))->written_level == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Whether the transaction holds unwritten leases on the queue. */
@@ -80,7 +89,9 @@ lease_pending(int64 queue_id)
 
 	foreach(lc, leases)
 	{
-		if (((PendingLease *) lfirst(lc))->queue_id == queue_id)
+		PendingLease *l = lfirst(lc);
+
+		if (l->queue_id == queue_id && l->written_level == 0)
 			return true;
 	}
 	return false;
@@ -100,7 +111,7 @@ lease_consume(int64 queue_id, int64 id, int64 receipt)
 	{
 		PendingLease *l = lfirst(lc);
 
-		if (l->queue_id != queue_id)
+		if (l->queue_id != queue_id || l->written_level != 0)
 			continue;
 		for (int i = 0; i < l->n; i++)
 		{
@@ -160,7 +171,8 @@ write_lease(const PendingLease *l)
 		if (l->consumed_level[i] == 0)
 			ids[n++] = l->ids[i];
 	}
-	if (n == 0)
+	/* nothing left to lease, or the queue was dropped since the read */
+	if (n == 0 || !OidIsValid(storage_relid(l->queue_id)))
 		return;
 	args[0] = storage_id_array(ids, n);
 	args[1] = TimestampTzGetDatum(l->visible_at);
@@ -174,18 +186,17 @@ write_lease(const PendingLease *l)
 
 /*
  * Writes the unwritten leases of one queue (queue_id > 0) or of all queues
- * (0) and forgets them.
+ * (0).  They stay listed, marked with the level that wrote them, so that a
+ * rolled-back savepoint can undo the writing (lease_at_subxact_end).
  */
 void
 lease_flush(int64 queue_id)
 {
-	List	   *kept = NIL;
+	bool		pushed = false;
 	ListCell   *lc;
 	OwnerContext ctx;
 
-	bool		pushed = false;
-
-	if (leases == NIL || (queue_id > 0 && !lease_pending(queue_id)))
+	if (queue_id > 0 ? !lease_pending(queue_id) : !lease_any())
 		return;
 	/* at commit no statement is running, so there is no snapshot to use */
 	if (!ActiveSnapshotSet())
@@ -198,15 +209,14 @@ lease_flush(int64 queue_id)
 	{
 		PendingLease *l = lfirst(lc);
 
-		if (queue_id > 0 && l->queue_id != queue_id)
-			kept = lappend(kept, l);
-		else
-			write_lease(l);
+		if (l->written_level != 0 || (queue_id > 0 && l->queue_id != queue_id))
+			continue;
+		write_lease(l);
+		l->written_level = GetCurrentTransactionNestLevel();
 	}
 	owner_context_exit(&ctx);
 	if (pushed)
 		PopActiveSnapshot();
-	leases = kept;
 }
 
 /* Forgets every lease when the transaction ends (its locks go with it). */
@@ -233,6 +243,8 @@ lease_at_subxact_end(bool commit, int level)
 		}
 		if (l->nest_level >= level)
 			l->nest_level = level - 1;
+		if (l->written_level >= level)
+			l->written_level = commit ? level - 1 : 0;
 		for (int i = 0; i < l->n; i++)
 		{
 			if (l->consumed_level[i] >= level)

@@ -280,6 +280,9 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
+		/* the rows are copied out; a long wait must not keep every pass's */
+		SPI_freetuptable(SPI_tuptable);
+		pending_locked(meta->id);
 		if (ndead > 0)
 			dead_letter_ids(meta, storage_id_array(dead_ids, ndead));
 		if (!pop && delivered > first)
@@ -393,7 +396,7 @@ leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, cons
  * Deletes messages this transaction leased and has not written the lease
  * of, as acknowledged; puts their ids into the result set when given one.
  */
-static void
+static uint64
 delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsinfo)
 {
 	Datum		arg = storage_id_array(ids, n);
@@ -412,6 +415,7 @@ delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsi
 	owner_context_exit(&ctx);
 	if (deleted > 0)
 		pending_removed(meta->id, (int64) deleted, true);
+	return deleted;
 }
 
 /* queue.ack(queue_name, id, receipt) returns boolean */
@@ -428,8 +432,7 @@ queue_ack(PG_FUNCTION_ARGS)
 	{
 		case LEASE_MATCH:
 			/* read by this transaction: its lease was never written */
-			delete_locked(meta, &id, 1, NULL);
-			PG_RETURN_BOOL(true);
+			PG_RETURN_BOOL(delete_locked(meta, &id, 1, NULL) > 0);
 		case LEASE_OTHER:
 			PG_RETURN_BOOL(false);
 		case LEASE_NONE:
@@ -501,7 +504,7 @@ split_own_leases(const QueueMeta *meta, ArrayType **ids, ArrayType **receipts,
 		}
 	}
 	if (nown > 0)
-		delete_locked(meta, own, nown, rsinfo);
+		(void) delete_locked(meta, own, nown, rsinfo);
 	*ids = construct_array(id_elems, nrest, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	*receipts = construct_array(receipt_elems, nrest, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }

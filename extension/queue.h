@@ -70,6 +70,7 @@ extern void pending_removed(int64 queue_id, int64 n, bool acked);
 extern void pending_dead_lettered(int64 from_queue_id, int64 to_queue_id, int64 n);
 extern void pending_moved(int64 from_queue_id, int64 to_queue_id, int64 n);
 extern void pending_wake(int64 queue_id);
+extern void pending_locked(int64 queue_id);
 extern void pending_purged(int64 queue_id);
 extern void pending_created(int64 queue_id);
 extern void pending_dropped(int64 queue_id);

@@ -621,14 +621,14 @@ queue_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	SPITupleTable *catalog;
-	List	   *metas = NIL;
-	bool		isnull;
+	const QueueMeta **shown;
+	Oid			owner;
+	int			owner_sec_context;
 	OwnerContext ctx;
 
 	require_preloaded();
 	InitMaterializedSRF(fcinfo, 0);
 
-	/* privileges are the caller's, so look the queues up before the switch */
 	owner_context_enter(&ctx);
 	run_sql("SELECT q.name, q.id, q.logged, q.visibility_timeout, q.max_attempts, d.name,"
 			" q.retention, q.created_at"
@@ -636,45 +636,40 @@ queue_stats(PG_FUNCTION_ARGS)
 			" ORDER BY q.name", 0, NULL, NULL, NULL);
 	catalog = SPI_tuptable;
 	SPI_tuptable = NULL;		/* keep it past the next statements */
-	for (uint64 i = 0; i < catalog->numvals; i++)
-		metas = lappend(metas, SPI_getvalue(catalog->vals[i], catalog->tupdesc, 1));
 
 	/*
-	 * Count every uncounted queue first, so that a row can show its
-	 * dead-letter queue's depth even when that queue's row comes later.
+	 * The queues the caller may see: the privilege check must see the
+	 * caller, not the owner.  Only those are counted (under a brief lock) and
+	 * shown; all are counted before any row is built, so that a row can show
+	 * its dead-letter queue's depth even when that queue's row comes later.
 	 */
+	shown = palloc0(sizeof(QueueMeta *) * Max(catalog->numvals, 1));
+	GetUserIdAndSecContext(&owner, &owner_sec_context);
+	SetUserIdAndSecContext(ctx.saved_userid, ctx.saved_sec_context);
 	for (uint64 i = 0; i < catalog->numvals; i++)
 	{
-		int64		id = DatumGetInt64(SPI_getbinval(catalog->vals[i], catalog->tupdesc, 2, &isnull));
-		QueueCounters c = counters_read(id);
+		const QueueMeta *meta = queue_lookup(SPI_getvalue(catalog->vals[i], catalog->tupdesc, 1), true);
 
-		if (c.tracked && !(c.messages_known && c.hidden_known))
-		{
-			const QueueMeta *meta = queue_lookup_by_id(id);
-
-			if (meta != NULL)
-				queue_count_once(meta);
-		}
+		if (meta != NULL && (queue_has_privilege(meta, QUEUE_PRIV_SEND) ||
+							 queue_has_privilege(meta, QUEUE_PRIV_READ)))
+			shown[i] = meta;
 	}
+	SetUserIdAndSecContext(owner, owner_sec_context);
 
 	for (uint64 i = 0; i < catalog->numvals; i++)
 	{
-		const char *name = list_nth(metas, (int) i);
-		const QueueMeta *meta;
-		Oid			saved_user;
-		int			saved_sec;
-		bool		allowed;
+		QueueCounters c;
 
-		/* the privilege check must see the caller, not the owner */
-		GetUserIdAndSecContext(&saved_user, &saved_sec);
-		SetUserIdAndSecContext(ctx.saved_userid, ctx.saved_sec_context);
-		meta = queue_lookup(name, true);
-		allowed = meta != NULL &&
-			(queue_has_privilege(meta, QUEUE_PRIV_SEND) ||
-			 queue_has_privilege(meta, QUEUE_PRIV_READ));
-		SetUserIdAndSecContext(saved_user, saved_sec);
-		if (allowed)
-			stats_row(rsinfo, meta, catalog->vals[i], catalog->tupdesc);
+		if (shown[i] == NULL)
+			continue;
+		c = counters_read(shown[i]->id);
+		if (c.tracked && !(c.messages_known && c.hidden_known))
+			queue_count_once(shown[i]);
+	}
+	for (uint64 i = 0; i < catalog->numvals; i++)
+	{
+		if (shown[i] != NULL)
+			stats_row(rsinfo, shown[i], catalog->vals[i], catalog->tupdesc);
 	}
 	owner_context_exit(&ctx);
 	PG_RETURN_NULL();

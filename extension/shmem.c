@@ -199,6 +199,27 @@ slot_remove(const SlotKey *key)
 	LWLockRelease(shared->lock);
 }
 
+static void
+wake_slot(QueueSlot *slot)
+{
+	pg_atomic_fetch_add_u64(&slot->wake_seq, 1);
+	ConditionVariableBroadcast(&slot->cv);
+}
+
+/*
+ * Wakes the waiters of a queue whose changes were rolled back: rows the
+ * transaction had locked (read, acked, popped) are there for them again.
+ * Must not throw: it runs during abort.
+ */
+static void
+wake_after_abort(const PendingQueue *p)
+{
+	QueueSlot  *slot = slot_find(&p->key, false);
+
+	if (slot != NULL)
+		wake_slot(slot);
+}
+
 /* Applies one committed record to its queue's slot; must not throw. */
 static void
 apply_pending(const PendingQueue *p)
@@ -243,11 +264,9 @@ apply_pending(const PendingQueue *p)
 	slot->acked += p->acked;
 	slot->dead += p->dead;
 	SpinLockRelease(&slot->mutex);
-	if (p->wake)
-	{
-		pg_atomic_fetch_add_u64(&slot->wake_seq, 1);
-		ConditionVariableBroadcast(&slot->cv);
-	}
+	/* new hidden counts may end a waiter's sleep sooner than it planned */
+	if (p->wake || p->nhidden > 0)
+		wake_slot(slot);
 }
 
 static void
@@ -279,6 +298,10 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			foreach(lc, pending)
+				wake_after_abort((PendingQueue *) lfirst(lc));
+			pending = NIL;
+			break;
 		case XACT_EVENT_PREPARE:
 			pending = NIL;
 			break;
@@ -317,7 +340,10 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid pg_attribute_unuse
 			PendingQueue *p = lfirst(lc);
 
 			if (p->nest_level >= level)
+			{
+				wake_after_abort(p);
 				pending = foreach_delete_current(pending, lc);
+			}
 		}
 	}
 }
@@ -424,6 +450,13 @@ pending_moved(int64 from_queue_id, int64 to_queue_id, int64 n)
 	to = pending_entry(to_queue_id);
 	to->messages += n;
 	to->wake = true;
+}
+
+/* The transaction locked messages of the queue (a read): see wake_after_abort. */
+void
+pending_locked(int64 queue_id)
+{
+	(void) pending_entry(queue_id);
 }
 
 /* Messages became visible again without a send (nack): wake the waiters. */

@@ -484,6 +484,48 @@ SELECT m.payload, m.attempts, m.receipt = t.receipt AS leased, m.visible_at > no
   FROM queue_internal.q:tx_id m JOIN tx3 t USING (id) ORDER BY m.id;
 SELECT count(*) AS acked_now FROM queue.ack('tx', ARRAY(SELECT id FROM tx3), ARRAY(SELECT receipt FROM tx3));
 DROP TABLE tx3;
+-- A lease written early in a savepoint that is rolled back is written again
+-- at commit, and acks still find it.
+SELECT count(*) FROM queue.send_batch('tx', ARRAY['7', '8']::jsonb[]);
+BEGIN;
+CREATE TEMP TABLE tx4 AS SELECT * FROM queue.read('tx', 2);
+SAVEPOINT s3;
+SELECT bool_and(queue.set_visibility('tx', id, receipt, '1 hour')) AS extended FROM tx4;
+ROLLBACK TO SAVEPOINT s3;
+SELECT queue.ack('tx', id, receipt) AS acked FROM tx4 WHERE payload = '7';
+COMMIT;
+SELECT m.payload, m.attempts, m.receipt = t.receipt AS leased
+  FROM queue_internal.q:tx_id m JOIN tx4 t USING (id) ORDER BY m.id;
+SELECT queue.ack('tx', id, receipt) AS acked FROM tx4 WHERE payload = '8';
+DROP TABLE tx4;
+-- Reads from two queues, a nack on one: the other's lease is written too.
+SELECT queue.create('tx_b') AS tx_b_id \gset
+SELECT queue.send('tx', '9') > 0 AS sent, queue.send('tx_b', '10') > 0 AS sent;
+BEGIN;
+CREATE TEMP TABLE tx5 AS SELECT 'tx' AS q, * FROM queue.read('tx');
+INSERT INTO tx5 SELECT 'tx_b', * FROM queue.read('tx_b');
+SELECT queue.nack('tx', id, receipt) AS nacked FROM tx5 WHERE q = 'tx';
+COMMIT;
+SELECT m.payload, m.attempts, m.receipt = t.receipt AS leased
+  FROM queue_internal.q:tx_b_id m JOIN tx5 t USING (id);
+SELECT queue.ack('tx_b', id, receipt) AS acked FROM tx5 WHERE q = 'tx_b';
+DROP TABLE tx5;
+-- A queue dropped after a read in the same transaction: the commit goes through.
+BEGIN;
+SELECT count(*) AS read FROM queue.read('tx_b');
+SELECT queue.send('tx_b', '11') > 0 AS sent;
+SELECT count(*) AS read FROM queue.read('tx_b');
+SELECT queue.drop('tx_b');
+COMMIT;
+SELECT count(*) AS tx_b_left FROM queue.queues WHERE queue_name = 'tx_b';
+-- An ack of a message this transaction read and then purged finds nothing.
+SELECT queue.send('tx', '12') > 0 AS sent;
+BEGIN;
+CREATE TEMP TABLE tx6 AS SELECT * FROM queue.read('tx', 10);
+SELECT queue.purge('tx') AS purged;
+SELECT bool_or(queue.ack('tx', id, receipt)) AS acked FROM tx6;
+COMMIT;
+DROP TABLE tx6;
 
 SELECT queue.drop(q) FROM unnest(ARRAY['m', 'cnt', 'work', 'elsewhere', 'work_dlq', 'tx']) AS q;
 SELECT count(*) AS queues_left FROM queue.queues;
