@@ -141,10 +141,7 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	uint64		sent;
 	OwnerContext ctx;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("payloads must not be null")));
+	require_not_null(fcinfo, 1, "payloads");
 	values[2] = optional_group_key(fcinfo, 4, &isnull);
 	nulls[2] = isnull ? 'n' : ' ';
 	values[3] = optional_headers(fcinfo, 3, &isnull);
@@ -452,10 +449,7 @@ int8_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
 	ArrayType  *arr;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be null", argname)));
+	require_not_null(fcinfo, argno, argname);
 	arr = PG_GETARG_ARRAYTYPE_P(argno);
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,

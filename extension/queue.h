@@ -22,6 +22,7 @@ extern int	queue_max_payload_size;
 extern int	queue_max_queues;
 
 /* validate.c: argument checks shared by every SQL-callable function */
+extern void require_not_null(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void validate_queue_name(const char *argname, const char *name);
 extern char *queue_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 interval_arg_usecs(FunctionCallInfo fcinfo, int argno, const char *argname,

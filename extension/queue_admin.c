@@ -146,10 +146,7 @@ queue_create(PG_FUNCTION_ARGS)
 
 	require_preloaded();
 	name = queue_name_arg(fcinfo, 0, "queue_name");
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("logged must not be null")));
+	require_not_null(fcinfo, 1, "logged");
 	logged = PG_GETARG_BOOL(1);
 	s.visibility_usecs = interval_arg_usecs(fcinfo, 2, "visibility_timeout", 0,
 											QUEUE_MAX_VISIBILITY_USECS, -1);
@@ -341,10 +338,7 @@ privilege_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *priv;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("privilege must not be null")));
+	require_not_null(fcinfo, argno, "privilege");
 	priv = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	if (strcmp(priv, "send") == 0)
 		return QUEUE_PRIV_SEND;
@@ -371,10 +365,7 @@ change_grants(FunctionCallInfo fcinfo, bool grant)
 	Oid			types[5] = {INT8OID, OIDOID, BOOLOID, BOOLOID, BOOLOID};
 	OwnerContext ctx;
 
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("role must not be null")));
+	require_not_null(fcinfo, 2, "role");
 	values[0] = Int64GetDatum(meta->id);
 	values[1] = PG_GETARG_DATUM(2);
 	values[2] = BoolGetDatum((privs & QUEUE_PRIV_SEND) != 0);

@@ -48,16 +48,23 @@ validate_queue_name(const char *argname, const char *name)
 	}
 }
 
+/* Refuses a NULL argument with 22023. */
+void
+require_not_null(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be null", argname)));
+}
+
 /* Returns a validated name argument; NULL is refused with 22023. */
 char *
 queue_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
 	char	   *name;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be null", argname)));
+	require_not_null(fcinfo, argno, argname);
 	name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	validate_queue_name(argname, name);
 	return name;
@@ -96,14 +103,9 @@ interval_arg_usecs(FunctionCallInfo fcinfo, int argno, const char *argname,
 {
 	int64		usecs;
 
-	if (PG_ARGISNULL(argno))
-	{
-		if (default_usecs >= 0)
-			return default_usecs;
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be null", argname)));
-	}
+	if (PG_ARGISNULL(argno) && default_usecs >= 0)
+		return default_usecs;
+	require_not_null(fcinfo, argno, argname);
 	usecs = interval_usecs(PG_GETARG_INTERVAL_P(argno), argname);
 	if (usecs < min_usecs || usecs > max_usecs)
 		ereport(ERROR,
@@ -120,10 +122,7 @@ batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
 	int32		n;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be null", argname)));
+	require_not_null(fcinfo, argno, argname);
 	n = PG_GETARG_INT32(argno);
 	if (n < 1 || n > QUEUE_MAX_BATCH)
 		ereport(ERROR,
@@ -137,10 +136,7 @@ batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 int64
 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be null", argname)));
+	require_not_null(fcinfo, argno, argname);
 	return PG_GETARG_INT64(argno);
 }
 
