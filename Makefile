@@ -36,7 +36,10 @@ TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
+# On a fresh machine PGXS is not there yet: make test installs it first.
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+endif
 
 # PGXS knows nothing of headers: every object depends on ours.
 $(OBJS): extension/queue.h extension/compat.h
