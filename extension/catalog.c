@@ -189,14 +189,6 @@ copy_oid_array(Datum value, int *n)
 	return oids;
 }
 
-static int64
-interval_datum_usecs(Datum d)
-{
-	Interval   *iv = DatumGetIntervalP(d);
-
-	return iv->time + ((int64) iv->month * DAYS_PER_MONTH + iv->day) * USECS_PER_DAY;
-}
-
 /* Fills *meta from one catalog row (in META_COLUMNS order). */
 static void
 meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
@@ -206,13 +198,14 @@ meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
 
 	meta->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	meta->logged = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-	meta->visibility_usecs = interval_datum_usecs(SPI_getbinval(tup, desc, 4, &isnull));
+	meta->visibility_usecs = interval_usecs(DatumGetIntervalP(SPI_getbinval(tup, desc, 4, &isnull)),
+										   "visibility_timeout");
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	meta->max_attempts = isnull ? 0 : DatumGetInt32(d);
 	d = SPI_getbinval(tup, desc, 6, &isnull);
 	meta->dead_letter_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 7, &isnull);
-	meta->retention_usecs = isnull ? -1 : interval_datum_usecs(d);
+	meta->retention_usecs = isnull ? -1 : interval_usecs(DatumGetIntervalP(d), "retention");
 	meta->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 	meta->senders = copy_oid_array(SPI_getbinval(tup, desc, 9, &isnull), &meta->nsenders);
 	meta->readers = copy_oid_array(SPI_getbinval(tup, desc, 10, &isnull), &meta->nreaders);

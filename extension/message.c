@@ -188,7 +188,7 @@ queue_send_batch(PG_FUNCTION_ARGS)
  * Moves messages (locked by the caller) to the queue's dead-letter queue and
  * returns how many moved.
  */
-int64
+static int64
 dead_letter_ids(const QueueMeta *meta, Datum ids)
 {
 	Datum		values[2];
@@ -334,7 +334,7 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 			break;
 		if (GetCurrentTimestamp() >= deadline)
 			break;
-		(void) wakeup_wait(meta->id, seen, deadline);
+		wakeup_wait(meta->id, seen, deadline);
 		CHECK_FOR_INTERRUPTS();
 	}
 	owner_context_exit(&ctx);

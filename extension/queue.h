@@ -23,7 +23,8 @@ extern int	queue_max_queues;
 
 /* validate.c: argument checks shared by every SQL-callable function */
 extern void require_not_null(FunctionCallInfo fcinfo, int argno, const char *argname);
-extern void validate_queue_name(const char *argname, const char *name);
+extern int64 interval_usecs(const Interval *iv, const char *argname);
+extern Datum usecs_interval(int64 usecs);
 extern char *queue_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 interval_arg_usecs(FunctionCallInfo fcinfo, int argno, const char *argname,
 								int64 min_usecs, int64 max_usecs, int64 default_usecs);
@@ -64,7 +65,6 @@ typedef struct QueueCounters
 } QueueCounters;
 
 extern void shmem_init(void);
-extern bool shmem_is_ready(void);
 extern void require_preloaded(void);
 extern void pending_sent(int64 queue_id, int64 n);
 extern void pending_removed(int64 queue_id, int64 n, bool acked);
@@ -77,7 +77,7 @@ extern void pending_created(int64 queue_id);
 extern void pending_dropped(int64 queue_id);
 extern bool pending_touches(int64 queue_id);
 extern uint64 wakeup_sequence(int64 queue_id);
-extern bool wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline);
+extern void wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline);
 extern QueueCounters counters_read(int64 queue_id);
 extern bool counters_hidden_known(int64 queue_id);
 extern void counters_set_initial(int64 queue_id, int64 messages, int nseconds,
@@ -200,7 +200,5 @@ extern void lease_at_subxact_end(bool commit, int level);
 /* queue_admin.c: the first count of a queue after a start */
 extern void queue_count_once(const QueueMeta *meta);
 
-/* message.c: moving messages between queues */
-extern int64 dead_letter_ids(const QueueMeta *meta, Datum ids);
 
 #endif							/* QUEUE_H */

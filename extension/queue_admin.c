@@ -53,16 +53,6 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
 }
 
-static Datum
-usecs_interval(int64 usecs)
-{
-	Interval   *iv = palloc0(sizeof(Interval));
-
-	iv->day = (int32) (usecs / USECS_PER_DAY);
-	iv->time = usecs % USECS_PER_DAY;
-	return IntervalPGetDatum(iv);
-}
-
 static int32
 max_attempts_arg(FunctionCallInfo fcinfo, int argno)
 {

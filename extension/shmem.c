@@ -363,12 +363,6 @@ shmem_init(void)
 	RegisterSubXactCallback(subxact_callback, NULL);
 }
 
-bool
-shmem_is_ready(void)
-{
-	return shared != NULL;
-}
-
 /* Refuses to run without shared memory: 55000 with the setup as hint. */
 void
 require_preloaded(void)
@@ -569,18 +563,16 @@ next_visible_time(QueueSlot *slot, TimestampTz now)
 
 /*
  * Sleeps until a commit moves the queue's wakeup sequence past "seen", a
- * hidden message becomes visible again, or the deadline passes; returns
- * whether a commit woke it.  Cancellable: the condition variable sleep
- * services interrupts.
+ * hidden message becomes visible again, or the deadline passes.
+ * Cancellable: the condition variable sleep services interrupts.
  */
-bool
+void
 wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline)
 {
 	QueueSlot  *slot = slot_get(queue_id, true);
 	ConditionVariable *cv = slot ? &slot->cv : &shared->overflow_cv;
 	pg_atomic_uint64 *seq = slot ? &slot->wake_seq : &shared->overflow_seq;
 	TimestampTz until = Min(deadline, next_visible_time(slot, GetCurrentTimestamp()));
-	bool		woken = false;
 
 	ConditionVariablePrepareToSleep(cv);
 	for (;;)
@@ -588,17 +580,13 @@ wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline)
 		long		remaining;
 
 		if (pg_atomic_read_u64(seq) != seen)
-		{
-			woken = true;
 			break;
-		}
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		if (remaining <= 0)
 			break;
 		ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
-	return woken;
 }
 
 /* Whether the queue's hidden counts are known (without reading them). */

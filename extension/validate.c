@@ -18,7 +18,7 @@
 #include "queue.h"
 
 /* Rejects any name outside the allow-list with 42602. */
-void
+static void
 validate_queue_name(const char *argname, const char *name)
 {
 	size_t		len = strlen(name);
@@ -71,7 +71,7 @@ queue_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 }
 
 /* Converts an interval to microseconds, months counted as 30 days. */
-static int64
+int64
 interval_usecs(const Interval *iv, const char *argname)
 {
 	int64		usecs;
@@ -85,12 +85,21 @@ interval_usecs(const Interval *iv, const char *argname)
 	return usecs;
 }
 
+/* The interval of a number of microseconds, in days and time. */
+Datum
+usecs_interval(int64 usecs)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = (int32) (usecs / USECS_PER_DAY);
+	iv->time = usecs % USECS_PER_DAY;
+	return IntervalPGetDatum(iv);
+}
+
 static char *
 usecs_text(int64 usecs)
 {
-	Interval	iv = {.time = usecs % USECS_PER_DAY,.day = (int32) (usecs / USECS_PER_DAY)};
-
-	return DatumGetCString(DirectFunctionCall1(interval_out, PointerGetDatum(&iv)));
+	return DatumGetCString(DirectFunctionCall1(interval_out, usecs_interval(usecs)));
 }
 
 /*
