@@ -220,20 +220,34 @@ detoast_message(Datum *values, const bool *nulls)
 	}
 }
 
+/* What a claim does with the messages it locks. */
+typedef enum ClaimMode
+{
+	CLAIM_LEASE,				/* read: lease them, written at commit */
+	CLAIM_POP,					/* pop: delete them now */
+	CLAIM_LOCK					/* a drain worker: keep them locked, nothing else */
+} ClaimMode;
+
 /*
  * Claims up to max_messages visible messages: locks them, puts the
- * deliverable ones into the result set with their new lease (recorded, to
- * be written at commit) and moves those past max_attempts to the dead-letter
- * queue, claiming again to fill the batch.  With pop, the delivered messages
- * are deleted at once and their receipt is NULL.  Returns how many it
- * delivered.
+ * deliverable ones into store (attempts counting this delivery) and moves
+ * those past max_attempts to the dead-letter queue, claiming again to fill
+ * the batch.  A lease gets a new receipt, recorded to be written at commit;
+ * pop deletes the delivered messages at once; a lock leaves them to the
+ * caller's transaction.  The receipt is NULL unless leased.  Returns how
+ * many it delivered.
  */
 static int
-claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool pop,
-		   ReturnSetInfo *rsinfo)
+claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, ClaimMode mode,
+		   const int64 *held, int nheld, Tuplestorestate *store, TupleDesc desc)
 {
 	int			delivered = 0;
-	int64	   *delivered_ids = palloc(sizeof(int64) * max_messages);
+	/* the rows this transaction holds already, then the ones claimed here */
+	int64	   *locked_ids = palloc(sizeof(int64) * (nheld + max_messages));
+	int64	   *delivered_ids = locked_ids + nheld;
+
+	if (nheld > 0)
+		memcpy(locked_ids, held, sizeof(int64) * nheld);
 
 	for (;;)
 	{
@@ -248,7 +262,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 
 		args[0] = TimestampTzGetDatum(now);
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
-		args[1] = lease_ids(meta->id, delivered_ids, delivered);
+		args[1] = lease_ids(meta->id, locked_ids, nheld + delivered);
 		args[2] = Int32GetDatum(max_messages - delivered);
 		claimed = run_plan(storage_plan(STMT_CLAIM, meta->id, 0), args, NULL);
 		if (claimed == 0)
@@ -273,22 +287,22 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			values[MSG_COL_ATTEMPTS - 1] = Int32GetDatum(attempts);
 			values[MSG_COL_VISIBLE_AT - 1] = TimestampTzGetDatum(visible_at);
 			values[MSG_COL_RECEIPT - 1] = Int64GetDatum(receipt);
-			nulls[MSG_COL_RECEIPT - 1] = pop;
+			nulls[MSG_COL_RECEIPT - 1] = mode != CLAIM_LEASE;
 			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			tuplestore_putvalues(store, desc, values, nulls);
 		}
 		/* the rows are copied out; a long wait must not keep every pass's */
 		SPI_freetuptable(SPI_tuptable);
 		pending_locked(meta->id);
 		if (ndead > 0)
 			dead_letter_ids(meta, storage_id_array(dead_ids, ndead));
-		if (!pop && delivered > first)
+		if (mode == CLAIM_LEASE && delivered > first)
 			lease_record(meta->id, receipt, visible_at, delivered - first, delivered_ids + first);
 		if (ndead == 0 || delivered >= max_messages)
 			break;
 	}
 
-	if (pop && delivered > 0)
+	if (mode == CLAIM_POP && delivered > 0)
 	{
 		Datum		ids = storage_id_array(delivered_ids, delivered);
 
@@ -330,7 +344,8 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 	{
 		uint64		seen = wait_usecs > 0 ? wakeup_sequence(meta->id) : 0;
 
-		if (claim_into(meta, max_messages, visibility_usecs, pop, rsinfo) > 0)
+		if (claim_into(meta, max_messages, visibility_usecs, pop ? CLAIM_POP : CLAIM_LEASE,
+					   NULL, 0, rsinfo->setResult, rsinfo->setDesc) > 0)
 			break;
 		if (GetCurrentTimestamp() >= deadline)
 			break;
@@ -338,6 +353,69 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 		CHECK_FOR_INTERRUPTS();
 	}
 	owner_context_exit(&ctx);
+}
+
+/*
+ * A drain worker's claim: locks up to max_messages visible messages, other
+ * than the nheld it holds already, for the rest of the caller's transaction
+ * and puts them into store.  The caller is in the owner context.
+ */
+int
+claim_messages(const QueueMeta *meta, int max_messages, const int64 *held, int nheld,
+			   Tuplestorestate *store, TupleDesc desc)
+{
+	return claim_into(meta, max_messages, 0, CLAIM_LOCK, held, nheld, store, desc);
+}
+
+/*
+ * Settles a drain worker's batch in its transaction: deletes the messages
+ * handled, and returns the failed ones to the queue with their attempts,
+ * error and the time they become visible again, or moves them to the
+ * dead-letter queue.  The caller is in the owner context.
+ */
+void
+settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
+				const FailedMessage *failed, int nfailed)
+{
+	if (ndone > 0)
+	{
+		Datum		ids = storage_id_array(done, ndone);
+		uint64		deleted = run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &ids, NULL);
+
+		pending_removed(meta->id, (int64) deleted, true);
+	}
+	if (nfailed > 0)
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * nfailed);
+		Datum	   *attempts = palloc(sizeof(Datum) * nfailed);
+		Datum	   *errors = palloc(sizeof(Datum) * nfailed);
+		Datum	   *visible = palloc(sizeof(Datum) * nfailed);
+		int64	   *dead = palloc(sizeof(int64) * nfailed);
+		int			ndead = 0;
+		Datum		args[4];
+		TimestampTz now = GetCurrentTimestamp();
+
+		for (int i = 0; i < nfailed; i++)
+		{
+			ids[i] = Int64GetDatum(failed[i].id);
+			attempts[i] = Int32GetDatum(failed[i].attempts);
+			errors[i] = CStringGetTextDatum(failed[i].error);
+			visible[i] = TimestampTzGetDatum(failed[i].visible_at);
+			if (failed[i].dead)
+				dead[ndead++] = failed[i].id;
+			else if (failed[i].visible_at > now)
+				pending_hidden(meta->id, failed[i].visible_at, 0, 1);
+			else
+				pending_wake(meta->id);
+		}
+		args[0] = PointerGetDatum(construct_array(ids, nfailed, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_array(attempts, nfailed, INT4OID, 4, true, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_array(errors, nfailed, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_array(visible, nfailed, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		run_plan(storage_plan(STMT_FAIL, meta->id, 0), args, NULL);
+		if (ndead > 0)
+			dead_letter_ids(meta, storage_id_array(dead, ndead));
+	}
 }
 
 /* queue.read(queue_name, max_messages, visibility_timeout, wait) returns setof queue.message */

@@ -215,6 +215,85 @@ LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_redrive';
 COMMENT ON FUNCTION queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8) IS
   'Moves dead letters back to the queue they came from (or to target), oldest first, at most max_messages; returns how many moved.';
 
+-- Consumers ---------------------------------------------------------------
+
+CREATE SEQUENCE queue_internal.consumer_id_seq AS pg_catalog.int8;
+
+CREATE TABLE queue_internal.consumer (
+    id                 pg_catalog.int8 PRIMARY KEY
+                       DEFAULT pg_catalog.nextval('queue_internal.consumer_id_seq'::pg_catalog.regclass),
+    name               pg_catalog.text NOT NULL UNIQUE,
+    queue_id           pg_catalog.int8 NOT NULL REFERENCES queue_internal.queue (id),
+    handler            pg_catalog.regprocedure NOT NULL,
+    owner              pg_catalog.oid NOT NULL,
+    batch_size         pg_catalog.int4 NOT NULL,
+    batch_window       pg_catalog.interval NOT NULL,
+    max_concurrency    pg_catalog.int4 NOT NULL,
+    rate_limit         pg_catalog.float8,
+    max_attempts       pg_catalog.int4,
+    retry_backoff      pg_catalog.interval NOT NULL,
+    max_retry_backoff  pg_catalog.interval NOT NULL,
+    handler_timeout    pg_catalog.interval NOT NULL,
+    paused             pg_catalog.bool NOT NULL DEFAULT false,
+    created_at         pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE queue_internal.consumer IS
+  'Catalog of consumers; one row per consumer. Change it only through queue.subscribe, queue.alter_consumer, queue.pause, queue.resume and queue.unsubscribe.';
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer_id_seq', '');
+ALTER SEQUENCE queue_internal.consumer_id_seq OWNED BY queue_internal.consumer.id;
+
+CREATE FUNCTION queue.subscribe(
+    consumer_name      pg_catalog.text,
+    queue_name         pg_catalog.text,
+    handler            pg_catalog.regprocedure,
+    batch_size         pg_catalog.int4 DEFAULT 10,
+    batch_window       pg_catalog.interval DEFAULT '0',
+    max_concurrency    pg_catalog.int4 DEFAULT 1,
+    rate_limit         pg_catalog.float8 DEFAULT NULL,
+    max_attempts       pg_catalog.int4 DEFAULT NULL,
+    retry_backoff      pg_catalog.interval DEFAULT '1 second',
+    handler_timeout    pg_catalog.interval DEFAULT '30 seconds',
+    max_retry_backoff  pg_catalog.interval DEFAULT '5 minutes')
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_subscribe';
+COMMENT ON FUNCTION queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval) IS
+  'Binds a queue to a handler function that background workers call with batches of messages, as the calling role; returns the consumer''s id.';
+
+CREATE FUNCTION queue.alter_consumer(
+    consumer_name      pg_catalog.text,
+    handler            pg_catalog.regprocedure DEFAULT NULL,
+    batch_size         pg_catalog.int4 DEFAULT NULL,
+    batch_window       pg_catalog.interval DEFAULT NULL,
+    max_concurrency    pg_catalog.int4 DEFAULT NULL,
+    rate_limit         pg_catalog.float8 DEFAULT NULL,
+    max_attempts       pg_catalog.int4 DEFAULT NULL,
+    retry_backoff      pg_catalog.interval DEFAULT NULL,
+    handler_timeout    pg_catalog.interval DEFAULT NULL,
+    max_retry_backoff  pg_catalog.interval DEFAULT NULL,
+    reset              pg_catalog.text[] DEFAULT NULL)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_alter_consumer';
+COMMENT ON FUNCTION queue.alter_consumer(pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.text[]) IS
+  'Changes a consumer''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults. Takes effect at the next batch.';
+
+CREATE FUNCTION queue.pause(consumer_name pg_catalog.text)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_pause';
+COMMENT ON FUNCTION queue.pause(pg_catalog.text) IS
+  'Stops a consumer''s workers after their current batch; messages wait in the queue until queue.resume.';
+
+CREATE FUNCTION queue.resume(consumer_name pg_catalog.text)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_resume';
+COMMENT ON FUNCTION queue.resume(pg_catalog.text) IS 'Lets a paused consumer drain its queue again.';
+
+CREATE FUNCTION queue.unsubscribe(consumer_name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_unsubscribe';
+COMMENT ON FUNCTION queue.unsubscribe(pg_catalog.text, pg_catalog.bool) IS
+  'Drops a consumer (its workers stop after their current batch; the queue keeps its messages); false when if_exists is set and there was no such consumer.';
+
 -- Observability -------------------------------------------------------------
 
 CREATE FUNCTION queue.queue_stats(
@@ -238,6 +317,47 @@ CREATE FUNCTION queue.queue_stats(
 RETURNS SETOF record
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_stats';
 COMMENT ON FUNCTION queue.queue_stats() IS 'The rows of the view queue.queues.';
+
+CREATE FUNCTION queue.consumer_stats(
+    OUT consumer_name      pg_catalog.text,
+    OUT queue_name         pg_catalog.text,
+    OUT handler            pg_catalog.regprocedure,
+    OUT owner              pg_catalog.regrole,
+    OUT state              pg_catalog.text,
+    OUT batch_size         pg_catalog.int4,
+    OUT batch_window       pg_catalog.interval,
+    OUT max_concurrency    pg_catalog.int4,
+    OUT rate_limit         pg_catalog.float8,
+    OUT max_attempts       pg_catalog.int4,
+    OUT retry_backoff      pg_catalog.interval,
+    OUT max_retry_backoff  pg_catalog.interval,
+    OUT handler_timeout    pg_catalog.interval,
+    OUT active_workers     pg_catalog.int4,
+    OUT batches            pg_catalog.int8,
+    OUT messages           pg_catalog.int8,
+    OUT failures           pg_catalog.int8,
+    OUT last_error         pg_catalog.text,
+    OUT last_error_at      pg_catalog.timestamptz,
+    OUT observed_rate      pg_catalog.float8,
+    OUT backlog            pg_catalog.int8,
+    OUT paused             pg_catalog.bool)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_consumer_stats';
+COMMENT ON FUNCTION queue.consumer_stats() IS 'The rows of the view queue.consumers.';
+
+CREATE FUNCTION queue.worker_stats(
+    OUT pid               pg_catalog.int4,
+    OUT consumer_name     pg_catalog.text,
+    OUT queue_name        pg_catalog.text,
+    OUT state             pg_catalog.text,
+    OUT started_at        pg_catalog.timestamptz,
+    OUT batch_started_at  pg_catalog.timestamptz,
+    OUT batch_messages    pg_catalog.int4,
+    OUT batches           pg_catalog.int8,
+    OUT messages          pg_catalog.int8)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_worker_stats';
+COMMENT ON FUNCTION queue.worker_stats() IS 'The rows of the view queue.workers.';
 
 CREATE VIEW queue.queues AS SELECT * FROM queue.queue_stats();
 COMMENT ON VIEW queue.queues IS
@@ -266,6 +386,22 @@ GRANT EXECUTE ON FUNCTION
     queue.archive(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
     queue.archived(pg_catalog.text),
     queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8),
-    queue.queue_stats()
+    queue.queue_stats(),
+    queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval),
+    queue.alter_consumer(pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.text[]),
+    queue.pause(pg_catalog.text),
+    queue.resume(pg_catalog.text),
+    queue.unsubscribe(pg_catalog.text, pg_catalog.bool),
+    queue.consumer_stats(),
+    queue.worker_stats()
   TO PUBLIC;
+CREATE VIEW queue.consumers AS SELECT * FROM queue.consumer_stats();
+COMMENT ON VIEW queue.consumers IS
+  'One row per consumer of a queue the current role may read (or owns): settings, state, workers and counters since server start; observed_rate is messages per second over the last ten seconds.';
+
+CREATE VIEW queue.workers AS SELECT * FROM queue.worker_stats();
+COMMENT ON VIEW queue.workers IS
+  'One row per drain worker running in this database for a queue the current role may read, with its current batch.';
+
 GRANT SELECT ON queue.queues TO PUBLIC;
+GRANT SELECT ON queue.consumers, queue.workers TO PUBLIC;

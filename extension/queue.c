@@ -5,11 +5,16 @@
  *    initialise itself.
  *
  * All settings live under queue.* and are defined here, nowhere else.
+ * The utility hook stops a database's drain workers before DROP DATABASE,
+ * which would otherwise wait for them and fail.
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "compat.h"
@@ -19,6 +24,12 @@ PG_MODULE_MAGIC;
 
 int			queue_max_payload_size = 1024 * 1024;
 int			queue_max_queues = 1024;
+int			queue_max_workers = 4;
+int			queue_max_consumers = 64;
+int			queue_worker_idle_timeout = 10000;
+bool		queue_allow_superuser_consumers = false;
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 void		_PG_init(void);
 
@@ -33,8 +44,31 @@ define_settings(void)
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("queue.max_workers",
+							"Most drain workers running at once, across all consumers.",
+							"The cap on backends doing consumers' work; the rest waits in the queues.",
+							&queue_max_workers,
+							4, 0, 1024,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("queue.worker_idle_timeout",
+							"How long a drain worker without work waits before it exits.",
+							NULL,
+							&queue_worker_idle_timeout,
+							10000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("queue.allow_superuser_consumers",
+							 "Lets a superuser own consumers, whose handlers then run as superuser.",
+							 NULL,
+							 &queue_allow_superuser_consumers,
+							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
 	/* a server-start setting can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		DefineCustomIntVariable("queue.max_queues",
 								"Number of queues whose counters and wakeups fit in shared memory.",
 								"Queues beyond it still work; their counters show as NULL and their waiters share one wakeup.",
@@ -42,14 +76,45 @@ define_settings(void)
 								1024, 16, 1000000,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+		DefineCustomIntVariable("queue.max_consumers",
+								"Number of consumers, in all databases, that fit in shared memory.",
+								"Consumers beyond it do not run; a warning says so.",
+								&queue_max_consumers,
+								64, 1, 100000,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+	}
 
 	queue_reserve_guc_prefix("queue");
+}
+
+/* DROP DATABASE waits for other sessions: stop our workers there first. */
+static void
+queue_utility(QUEUE_UTILITY_ARGS)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, DropdbStmt) && registry_ready())
+	{
+		Oid			db = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
+
+		if (OidIsValid(db))
+			registry_stop_database(db);
+	}
+	if (prev_utility_hook)
+		prev_utility_hook(QUEUE_UTILITY_PASS);
+	else
+		standard_ProcessUtility(QUEUE_UTILITY_PASS);
 }
 
 void
 _PG_init(void)
 {
 	define_settings();
-	if (process_shared_preload_libraries_in_progress)
-		shmem_init();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	shmem_init();
+	launcher_register();
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = queue_utility;
 }

@@ -23,7 +23,6 @@
 #include "compat.h"
 #include "queue.h"
 
-#define QUEUE_MAX_ATTEMPTS_LIMIT	1000
 #define DEFAULT_VISIBILITY_USECS	(30 * USECS_PER_SEC)
 
 PG_FUNCTION_INFO_V1(queue_create);
@@ -51,19 +50,6 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 
 	if (rc < 0)
 		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
-}
-
-static int32
-max_attempts_arg(FunctionCallInfo fcinfo, int argno)
-{
-	int32		n = PG_GETARG_INT32(argno);
-
-	if (n < 1 || n > QUEUE_MAX_ATTEMPTS_LIMIT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be between 1 and %d", QUEUE_MAX_ATTEMPTS_LIMIT),
-				 errdetail("The value given was %d.", n)));
-	return n;
 }
 
 /* The dead-letter queue named by an argument: it must exist and take sends from the caller. */
@@ -274,6 +260,23 @@ refuse_if_dead_letter_target(const QueueMeta *meta)
 				 errhint("Change that queue's dead_letter_queue with queue.alter() first.")));
 }
 
+/* A queue a consumer drains stays until the consumer is gone. */
+static void
+refuse_if_consumed(const QueueMeta *meta)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+
+	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1 ORDER BY name LIMIT 1",
+			1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop queue \"%s\" because consumer \"%s\" drains it",
+						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("Drop the consumer with queue.unsubscribe() first.")));
+}
+
 /* queue.drop(queue_name, if_exists) returns boolean */
 Datum
 queue_drop(PG_FUNCTION_ARGS)
@@ -299,6 +302,7 @@ queue_drop(PG_FUNCTION_ARGS)
 
 	owner_context_enter(&ctx);
 	refuse_if_dead_letter_target(meta);
+	refuse_if_consumed(meta);
 	storage_drop_tables(meta->id);
 	run_sql("DELETE FROM queue_internal.queue WHERE id = $1", 1, &type, &id, NULL);
 	catalog_changed();

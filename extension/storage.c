@@ -93,6 +93,13 @@ static const StatementDef statements[STMT__COUNT] = {
 		" FROM dead",
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
 	},
+	[STMT_FAIL] = {
+		"UPDATE queue_internal.q%1$lld m SET attempts = u.attempts, last_error = u.error,"
+		" visible_at = u.visible_at, receipt = NULL"
+		" FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[])"
+		" AS u(id, attempts, error, visible_at) WHERE m.id = u.id",
+		4, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
+	},
 	[STMT_ACK] = {
 		"DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2 RETURNING visible_at",
 		2, {INT8OID, INT8OID}
