@@ -213,6 +213,7 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 		Datum		result;
+		int			guc_level = NewGUCNestLevel();
 
 		PushActiveSnapshot(GetTransactionSnapshot());
 		enable_timeout_after(STATEMENT_TIMEOUT, (int) (b->timeout_usecs / 1000));
@@ -221,6 +222,8 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a SET in the handler (even SET ROLE) must not outlive its batch */
+		AtEOXact_GUC(false, guc_level);
 		if (!fcinfo->isnull && b->returns_ids)
 		{
 			MemoryContextSwitchTo(cxt);
@@ -528,7 +531,11 @@ drain(void)
 		seen = wakeup_sequence_key(&key);
 		n = run_batch_guarded(c, tokens);
 		if (n < 0)
+		{
+			/* the consumer or the extension is gone: have the registry catch up */
+			registry_request_survey(MyDatabaseId);
 			return;
+		}
 		if (n < tokens)
 			consumer_return_tokens(c, tokens - n);
 		if (n > 0)

@@ -218,6 +218,8 @@ run_surveys(void)
 		GetCurrentTimestamp() < slots_backoff_until)
 		return;
 	db = linitial_oid(surveys_due);
+	if (registry_database_blocked(db))
+		return;
 	index = registry_reserve_worker(db, NULL);
 	if (index < 0)
 		return;

@@ -327,6 +327,23 @@ registry_stop_database(Oid database)
 	LWLockRelease(registry->lock);
 }
 
+/*
+ * The command is over: the launcher may start workers there again, or
+ * forgets the database's consumers when it was dropped.
+ */
+void
+registry_stop_database_done(Oid database, bool dropped)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (registry->blocked_database == database)
+		registry->blocked_until = 0;
+	LWLockRelease(registry->lock);
+	if (dropped)
+		registry_forget_database(database);
+	else
+		registry_poke_launcher();
+}
+
 bool
 registry_database_blocked(Oid database)
 {
@@ -405,8 +422,13 @@ registry_release_worker(int index, uint32 generation)
 static void
 release_my_worker(int code pg_attribute_unused(), Datum arg)
 {
-	if (my_worker != NULL)
-		registry_release_worker(DatumGetInt32(arg), my_worker->generation);
+	if (my_worker == NULL)
+		return;
+	/* dying in a batch (an error, FATAL in the handler): the launcher backs off */
+	if (my_worker->state != WORKER_WAITING && my_worker->state != WORKER_STARTING &&
+		my_worker->state != WORKER_SURVEYING)
+		my_worker->failed = true;
+	registry_release_worker(DatumGetInt32(arg), my_worker->generation);
 	my_worker = NULL;
 }
 

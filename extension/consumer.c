@@ -149,12 +149,30 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, ConsumerConfig *c)
 int
 consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 {
+	static SPIPlanPtr by_id = NULL;
 	Datum		arg = Int64GetDatum(only_id);
 	Oid			type = INT8OID;
 	int			n;
 
-	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer"
-			" WHERE $1 = 0 OR id = $1 ORDER BY id", 1, &type, &arg, NULL);
+	if (only_id == 0)
+		run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer ORDER BY id",
+				0, NULL, NULL, NULL);
+	else
+	{
+		/* a drain worker reads its consumer before every batch: keep the plan */
+		if (by_id == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT " CONSUMER_COLUMNS
+										   " FROM queue_internal.consumer WHERE id = $1",
+										   1, &type);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "could not prepare the consumer statement");
+			by_id = plan;
+		}
+		if (SPI_execute_plan(by_id, &arg, NULL, false, 1) < 0)
+			elog(ERROR, "queue consumer statement failed");
+	}
 	n = (int) SPI_processed;
 	*configs = SPI_palloc(sizeof(ConsumerConfig) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -629,6 +647,12 @@ queue_consumer_stats(PG_FUNCTION_ARGS)
 		if (meta == NULL || (!queue_has_privilege(meta, QUEUE_PRIV_READ) &&
 							 !has_privs_of_role(GetUserId(), c->owner)))
 			continue;
+		if (!counters_hidden_known(meta->id) || !counters_read(meta->id).messages_known)
+		{
+			owner_context_enter(&ctx);
+			queue_count_once(meta);
+			owner_context_exit(&ctx);
+		}
 		registry_lock(false);
 		slot = registry_find_consumer(MyDatabaseId, catalog, c->id);
 		if (slot != NULL)

@@ -5,12 +5,15 @@
  *    initialise itself.
  *
  * All settings live under queue.* and are defined here, nowhere else.
- * The utility hook stops a database's drain workers before DROP DATABASE,
- * which would otherwise wait for them and fail.
+ * The utility hook stops a database's drain workers before the commands
+ * that need a database without sessions (DROP DATABASE, ALTER DATABASE
+ * RENAME, CREATE DATABASE from it as a template), which would otherwise
+ * wait for them and fail.
  */
 #include "postgres.h"
 
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -88,23 +91,53 @@ define_settings(void)
 	queue_reserve_guc_prefix("queue");
 }
 
-/* DROP DATABASE waits for other sessions: stop our workers there first. */
+/* The database a command needs without other sessions, or InvalidOid. */
+static Oid
+database_to_quiet(Node *stmt)
+{
+	const char *name = NULL;
+	ListCell   *lc;
+
+	if (IsA(stmt, DropdbStmt))
+		name = ((DropdbStmt *) stmt)->dbname;
+	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		name = ((RenameStmt *) stmt)->subname;
+	else if (IsA(stmt, CreatedbStmt))
+	{
+		foreach(lc, ((CreatedbStmt *) stmt)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+				name = defGetString(opt);
+		}
+	}
+	return name ? get_database_oid(name, true) : InvalidOid;
+}
+
 static void
 queue_utility(QUEUE_UTILITY_ARGS)
 {
-	Node	   *stmt = pstmt->utilityStmt;
+	Oid			db = registry_ready() ? database_to_quiet(pstmt->utilityStmt) : InvalidOid;
 
-	if (IsA(stmt, DropdbStmt) && registry_ready())
+	if (OidIsValid(db))
+		registry_stop_database(db);
+	PG_TRY();
 	{
-		Oid			db = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
-
-		if (OidIsValid(db))
-			registry_stop_database(db);
+		if (prev_utility_hook)
+			prev_utility_hook(QUEUE_UTILITY_PASS);
+		else
+			standard_ProcessUtility(QUEUE_UTILITY_PASS);
 	}
-	if (prev_utility_hook)
-		prev_utility_hook(QUEUE_UTILITY_PASS);
-	else
-		standard_ProcessUtility(QUEUE_UTILITY_PASS);
+	PG_CATCH();
+	{
+		if (OidIsValid(db))
+			registry_stop_database_done(db, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (OidIsValid(db))
+		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt));
 }
 
 void

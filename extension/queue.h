@@ -333,6 +333,7 @@ extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
 extern void registry_stop_database(Oid database);
+extern void registry_stop_database_done(Oid database, bool dropped);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
