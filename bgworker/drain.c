@@ -1,8 +1,9 @@
 /*
  * drain.c
  *    The dynamic background workers the launcher starts: drain workers,
- *    which run one consumer's batches through its handler, and survey
- *    workers, which copy one database's consumer catalog into the registry.
+ *    which run one consumer's batches through its handler, and maintenance
+ *    workers, which copy one database's consumer catalog into the registry
+ *    and do the housekeeping of its queues (maintain.c).
  *
  * A drain worker connects as the consumer's owner and loops: take tokens
  * from the consumer's rate limit, start a transaction, claim up to a batch
@@ -90,11 +91,11 @@ commit_xact(void)
 	CommitTransactionCommand();
 }
 
-/* ---- the survey ---------------------------------------------------------- */
+/* ---- maintenance --------------------------------------------------------- */
 
-/* Copies this database's consumers into the registry. */
+/* Copies this database's consumers into the registry, then maintains its queues. */
 static void
-survey_database(void)
+maintain_database(void)
 {
 	Oid			consumer_catalog = InvalidOid;
 	ConsumerSlot *fresh = NULL;
@@ -125,6 +126,9 @@ survey_database(void)
 		}
 	}
 	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);
+	registry_note_database(MyDatabaseId, OidIsValid(consumer_catalog));
+	if (OidIsValid(consumer_catalog))
+		queue_maintain_database();
 	if (stored < n)
 		ereport(WARNING,
 				(errmsg("queue: %d consumers of database \"%s\" do not fit in shared memory and will not run",
@@ -533,7 +537,7 @@ drain(void)
 		if (n < 0)
 		{
 			/* the consumer or the extension is gone: have the registry catch up */
-			registry_request_survey(MyDatabaseId);
+			registry_request_maintenance(MyDatabaseId);
 			return;
 		}
 		if (n < tokens)
@@ -616,12 +620,12 @@ queue_worker_main(Datum main_arg)
 	if (me == NULL)
 		proc_exit(0);
 
-	if (me->survey)
+	if (me->maintenance)
 	{
-		worker_set_state(me, WORKER_SURVEYING, 0);
+		worker_set_state(me, WORKER_MAINTAINING, 0);
 		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
-		pgstat_report_appname("queue survey");
-		survey_database();
+		pgstat_report_appname("queue maintenance");
+		maintain_database();
 		me->worked = true;
 		proc_exit(0);
 	}

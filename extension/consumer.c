@@ -60,20 +60,20 @@ PG_FUNCTION_INFO_V1(queue_worker_stats);
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
 	" handler_timeout, paused"
 
-static bool survey_at_commit = false;
+static bool maintain_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void
 consumer_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (!survey_at_commit)
+	if (!maintain_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		registry_request_survey(MyDatabaseId);
+		registry_request_maintenance(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		survey_at_commit = false;
+		maintain_at_commit = false;
 }
 
 /* The launcher re-reads this database's consumers when the change commits. */
@@ -85,7 +85,7 @@ consumers_changed(int64 queue_id)
 		RegisterXactCallback(consumer_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
-	survey_at_commit = true;
+	maintain_at_commit = true;
 	/* idle workers of the queue wake up and re-read their settings */
 	pending_wake(queue_id);
 }
@@ -717,7 +717,7 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		bool		nulls[9] = {0};
 
 		registry_lock(false);
-		if (!w->in_use || w->survey || w->pid == 0 || w->database != MyDatabaseId)
+		if (!w->in_use || w->maintenance || w->pid == 0 || w->database != MyDatabaseId)
 		{
 			registry_unlock();
 			continue;

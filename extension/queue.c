@@ -30,6 +30,7 @@ int			queue_max_queues = 1024;
 int			queue_max_workers = 4;
 int			queue_max_consumers = 64;
 int			queue_worker_idle_timeout = 10000;
+int			queue_maintenance_interval = 10000;
 bool		queue_allow_superuser_consumers = false;
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
@@ -59,6 +60,13 @@ define_settings(void)
 							NULL,
 							&queue_worker_idle_timeout,
 							10000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("queue.maintenance_interval",
+							"How often the launcher has each database's queues maintained.",
+							"Maintenance prunes archives past their retention.",
+							&queue_maintenance_interval,
+							10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomBoolVariable("queue.allow_superuser_consumers",
