@@ -377,17 +377,21 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 	return n;
 }
 
+/* What run_batch returns, besides how many messages it claimed. */
+#define BATCH_PAUSED	(-1)		/* the consumer is paused */
+#define BATCH_GONE		(-2)		/* the consumer, its queue or the extension is gone */
+#define BATCH_FAILED	(-3)		/* an error outside the handler */
+
 /*
  * Runs one batch in one transaction.  Returns how many messages it claimed
- * (0: none there), or -1 when the worker should stop (consumer paused or
- * gone, extension dropped).
+ * (0: none there), or a BATCH_ code when the worker should stop.
  */
 static int
 run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 {
 	ConsumerConfig *cfg;
 	QueueMeta	meta;
-	const QueueMeta *cached;
+	const QueueMeta *cached = NULL;
 	Batch		b = {0};
 	OwnerContext ctx;
 	int			n;
@@ -396,15 +400,15 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 	{
 		commit_xact();
-		return -1;
+		return BATCH_GONE;
 	}
 	owner_context_enter(&ctx);
 	n = consumer_catalog_load(consumer_id, &cfg);
 	owner_context_exit(&ctx);
-	if (n == 0 || cfg->paused || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL)
+	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
 	{
 		commit_xact();
-		return -1;
+		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
 	}
 	meta = *cached;
 	if (cfg->max_attempts > 0)
@@ -449,7 +453,7 @@ static int
 run_batch_guarded(ConsumerSlot *slot, int tokens)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile int n = -1;
+	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
@@ -466,7 +470,7 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		me->failed = true;
-		n = -1;
+		n = BATCH_FAILED;
 	}
 	PG_END_TRY();
 	return n;
@@ -536,7 +540,16 @@ drain(void)
 		n = run_batch_guarded(c, tokens);
 		if (n < 0)
 		{
-			/* the consumer or the extension is gone: have the registry catch up */
+			/*
+			 * Tell the launcher at once, so that it starts no worker in the
+			 * moment before maintenance brings the registry up to date.
+			 */
+			registry_lock(true);
+			if (n == BATCH_PAUSED)
+				c->paused = true;
+			else if (n == BATCH_GONE)
+				c->in_use = false;
+			registry_unlock();
 			registry_request_maintenance(MyDatabaseId);
 			return;
 		}

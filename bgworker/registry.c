@@ -365,8 +365,9 @@ registry_stop_database(Oid database)
 }
 
 /*
- * The command is over: the launcher may start workers there again, or
- * forgets the database's consumers when it was dropped.
+ * The command is over: the launcher may start workers there again once
+ * maintenance has brought its consumers up to date, or forgets the
+ * database when it was dropped.
  */
 void
 registry_stop_database_done(Oid database, bool dropped)
@@ -381,7 +382,7 @@ registry_stop_database_done(Oid database, bool dropped)
 		registry_note_database(database, false);
 	}
 	else
-		registry_poke_launcher();
+		registry_request_maintenance(database);
 }
 
 bool

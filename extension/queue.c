@@ -8,7 +8,8 @@
  * The utility hook stops a database's drain workers before the commands
  * that need a database without sessions (DROP DATABASE, ALTER DATABASE
  * RENAME, CREATE DATABASE from it as a template), which would otherwise
- * wait for them and fail.
+ * wait for them and fail, and before DROP EXTENSION queue, which would
+ * otherwise deadlock with a worker in the middle of a batch.
  */
 #include "postgres.h"
 
@@ -106,7 +107,15 @@ database_to_quiet(Node *stmt)
 	const char *name = NULL;
 	ListCell   *lc;
 
-	if (IsA(stmt, DropdbStmt))
+	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+	{
+		foreach(lc, ((DropStmt *) stmt)->objects)
+		{
+			if (strcmp(strVal(lfirst(lc)), "queue") == 0)
+				return MyDatabaseId;
+		}
+	}
+	else if (IsA(stmt, DropdbStmt))
 		name = ((DropdbStmt *) stmt)->dbname;
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
 		name = ((RenameStmt *) stmt)->subname;
