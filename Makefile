@@ -15,6 +15,7 @@ OBJS = \
 	extension/lease.o \
 	extension/message.o \
 	extension/consumer.o \
+	extension/maintain.o \
 	bgworker/registry.o \
 	bgworker/launcher.o \
 	bgworker/drain.o

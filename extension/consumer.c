@@ -60,20 +60,20 @@ PG_FUNCTION_INFO_V1(queue_worker_stats);
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
 	" handler_timeout, paused"
 
-static bool survey_at_commit = false;
+static bool maintain_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void
 consumer_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (!survey_at_commit)
+	if (!maintain_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		registry_request_survey(MyDatabaseId);
+		registry_request_maintenance(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		survey_at_commit = false;
+		maintain_at_commit = false;
 }
 
 /* The launcher re-reads this database's consumers when the change commits. */
@@ -85,7 +85,7 @@ consumers_changed(int64 queue_id)
 		RegisterXactCallback(consumer_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
-	survey_at_commit = true;
+	maintain_at_commit = true;
 	/* idle workers of the queue wake up and re-read their settings */
 	pending_wake(queue_id);
 }
@@ -149,12 +149,30 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, ConsumerConfig *c)
 int
 consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 {
+	static SPIPlanPtr by_id = NULL;
 	Datum		arg = Int64GetDatum(only_id);
 	Oid			type = INT8OID;
 	int			n;
 
-	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer"
-			" WHERE $1 = 0 OR id = $1 ORDER BY id", 1, &type, &arg, NULL);
+	if (only_id == 0)
+		run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer ORDER BY id",
+				0, NULL, NULL, NULL);
+	else
+	{
+		/* a drain worker reads its consumer before every batch: keep the plan */
+		if (by_id == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT " CONSUMER_COLUMNS
+										   " FROM queue_internal.consumer WHERE id = $1",
+										   1, &type);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "could not prepare the consumer statement");
+			by_id = plan;
+		}
+		if (SPI_execute_plan(by_id, &arg, NULL, false, 1) < 0)
+			elog(ERROR, "queue consumer statement failed");
+	}
 	n = (int) SPI_processed;
 	*configs = SPI_palloc(sizeof(ConsumerConfig) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -629,6 +647,12 @@ queue_consumer_stats(PG_FUNCTION_ARGS)
 		if (meta == NULL || (!queue_has_privilege(meta, QUEUE_PRIV_READ) &&
 							 !has_privs_of_role(GetUserId(), c->owner)))
 			continue;
+		if (!counters_hidden_known(meta->id) || !counters_read(meta->id).messages_known)
+		{
+			owner_context_enter(&ctx);
+			queue_count_once(meta);
+			owner_context_exit(&ctx);
+		}
 		registry_lock(false);
 		slot = registry_find_consumer(MyDatabaseId, catalog, c->id);
 		if (slot != NULL)
@@ -693,7 +717,7 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		bool		nulls[9] = {0};
 
 		registry_lock(false);
-		if (!w->in_use || w->survey || w->pid == 0 || w->database != MyDatabaseId)
+		if (!w->in_use || w->maintenance || w->pid == 0 || w->database != MyDatabaseId)
 		{
 			registry_unlock();
 			continue;

@@ -5,12 +5,16 @@
  *    initialise itself.
  *
  * All settings live under queue.* and are defined here, nowhere else.
- * The utility hook stops a database's drain workers before DROP DATABASE,
- * which would otherwise wait for them and fail.
+ * The utility hook stops a database's drain workers before the commands
+ * that need a database without sessions (DROP DATABASE, ALTER DATABASE
+ * RENAME, CREATE DATABASE from it as a template), which would otherwise
+ * wait for them and fail, and before DROP EXTENSION queue, which would
+ * otherwise deadlock with a worker in the middle of a batch.
  */
 #include "postgres.h"
 
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -27,6 +31,7 @@ int			queue_max_queues = 1024;
 int			queue_max_workers = 4;
 int			queue_max_consumers = 64;
 int			queue_worker_idle_timeout = 10000;
+int			queue_maintenance_interval = 10000;
 bool		queue_allow_superuser_consumers = false;
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
@@ -56,6 +61,13 @@ define_settings(void)
 							NULL,
 							&queue_worker_idle_timeout,
 							10000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("queue.maintenance_interval",
+							"How often the launcher has each database's queues maintained.",
+							"Maintenance prunes archives past their retention.",
+							&queue_maintenance_interval,
+							10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomBoolVariable("queue.allow_superuser_consumers",
@@ -88,23 +100,61 @@ define_settings(void)
 	queue_reserve_guc_prefix("queue");
 }
 
-/* DROP DATABASE waits for other sessions: stop our workers there first. */
+/* The database a command needs without other sessions, or InvalidOid. */
+static Oid
+database_to_quiet(Node *stmt)
+{
+	const char *name = NULL;
+	ListCell   *lc;
+
+	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+	{
+		foreach(lc, ((DropStmt *) stmt)->objects)
+		{
+			if (strcmp(strVal(lfirst(lc)), "queue") == 0)
+				return MyDatabaseId;
+		}
+	}
+	else if (IsA(stmt, DropdbStmt))
+		name = ((DropdbStmt *) stmt)->dbname;
+	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		name = ((RenameStmt *) stmt)->subname;
+	else if (IsA(stmt, CreatedbStmt))
+	{
+		foreach(lc, ((CreatedbStmt *) stmt)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+				name = defGetString(opt);
+		}
+	}
+	return name ? get_database_oid(name, true) : InvalidOid;
+}
+
 static void
 queue_utility(QUEUE_UTILITY_ARGS)
 {
-	Node	   *stmt = pstmt->utilityStmt;
+	Oid			db = registry_ready() ? database_to_quiet(pstmt->utilityStmt) : InvalidOid;
 
-	if (IsA(stmt, DropdbStmt) && registry_ready())
+	if (OidIsValid(db))
+		registry_stop_database(db);
+	PG_TRY();
 	{
-		Oid			db = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
-
-		if (OidIsValid(db))
-			registry_stop_database(db);
+		if (prev_utility_hook)
+			prev_utility_hook(QUEUE_UTILITY_PASS);
+		else
+			standard_ProcessUtility(QUEUE_UTILITY_PASS);
 	}
-	if (prev_utility_hook)
-		prev_utility_hook(QUEUE_UTILITY_PASS);
-	else
-		standard_ProcessUtility(QUEUE_UTILITY_PASS);
+	PG_CATCH();
+	{
+		if (OidIsValid(db))
+			registry_stop_database_done(db, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (OidIsValid(db))
+		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt));
 }
 
 void

@@ -26,6 +26,7 @@ extern int	queue_max_queues;
 extern int	queue_max_workers;
 extern int	queue_max_consumers;
 extern int	queue_worker_idle_timeout;
+extern int	queue_maintenance_interval;
 extern bool queue_allow_superuser_consumers;
 
 /* validate.c: argument checks shared by every SQL-callable function */
@@ -251,6 +252,9 @@ extern Oid	message_type_oid(void);
 extern void consumer_check_handler(Oid handler, Oid role);
 extern Oid	consumer_catalog_relid(void);
 
+/* maintain.c: the housekeeping of a database's queues */
+extern void queue_maintain_database(void);
+
 /* registry.c: consumers and drain workers in shared memory */
 typedef enum WorkerState
 {
@@ -259,7 +263,7 @@ typedef enum WorkerState
 	WORKER_CLAIMING,
 	WORKER_HANDLING,
 	WORKER_COMMITTING,
-	WORKER_SURVEYING
+	WORKER_MAINTAINING
 } WorkerState;
 
 typedef struct ConsumerSlot
@@ -297,7 +301,7 @@ typedef struct ConsumerSlot
 typedef struct WorkerSlot
 {
 	bool		in_use;
-	bool		survey;			/* a survey worker, not a drain worker */
+	bool		maintenance;	/* a maintenance worker, not a drain worker */
 	uint32		generation;
 	pid_t		pid;
 	Oid			database;
@@ -327,12 +331,15 @@ extern ConsumerSlot *registry_find_consumer(Oid database, Oid catalog, int64 con
 extern void registry_set_launcher(bool running);
 extern pid_t registry_launcher_pid(void);
 extern void registry_poke_launcher(void);
-extern void registry_request_survey(Oid database);
-extern Oid	registry_next_survey(bool *all);
+extern void registry_request_maintenance(Oid database);
+extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
+extern void registry_note_database(Oid database, bool installed);
+extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
+extern void registry_stop_database_done(Oid database, bool dropped);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
