@@ -70,6 +70,9 @@ BEGIN
             failed := failed || m.id;
             CONTINUE;
         END IF;
+        IF m.payload ? 'sleep' THEN
+            PERFORM pg_sleep((m.payload->>'sleep')::float8);
+        END IF;
         INSERT INTO regress_ledger VALUES (m.id, m.payload, current_user);
     END LOOP;
     RETURN failed;
@@ -336,6 +339,11 @@ COMMIT;
 SELECT consumer_name, batch_size, batch_window, max_concurrency, rate_limit, max_attempts,
        retry_backoff, max_retry_backoff, handler_timeout, state, paused
   FROM queue.consumers ORDER BY consumer_name;
+-- A rolled back subscribe leaves nothing.
+BEGIN;
+SELECT queue.subscribe('c_gone', 'cq', 'regress_void_handler(queue.message[])') > 0 AS subscribed;
+ROLLBACK;
+SELECT count(*) AS c_gone FROM queue.consumers WHERE consumer_name = 'c_gone';
 -- A consumer name is unique in the database, whatever its queue: 42710.
 SELECT queue.subscribe('c1', 'cq', 'regress_handler(queue.message[])');
 \echo :SQLSTATE
@@ -606,6 +614,11 @@ RESET ROLE;
 -- The worker is a background worker of its own type, connected as the owner.
 SELECT backend_type, usename, application_name
   FROM pg_stat_activity WHERE pid IN (SELECT pid FROM queue.workers WHERE consumer_name = 'c_run');
+-- A role that may not read the queue sees neither the consumer nor its worker.
+SET ROLE regress_cons_other;
+SELECT (SELECT count(*) FROM queue.consumers) AS consumers_seen,
+       (SELECT count(*) FROM queue.workers) AS workers_seen;
+RESET ROLE;
 -- A sent batch is handled in one transaction; the poison message is
 -- isolated (the batch is bisected) and, after max_attempts (1), moved to
 -- the dead-letter queue with its error; the message the handler reported
@@ -622,6 +635,14 @@ SELECT consumer_name, messages, failures, last_error, last_error_at IS NOT NULL 
   FROM queue.consumers WHERE consumer_name = 'c_run';
 SELECT queue_name, messages, acked_total, dead_lettered_total
   FROM queue.queues WHERE queue_name IN ('cr', 'cr_dlq') ORDER BY queue_name;
+-- A change applies to the running consumer from its next batch: a handler
+-- that outlives handler_timeout is cancelled, and its message fails.
+SELECT queue.alter_consumer('c_run', handler_timeout => '200 milliseconds');
+SELECT queue.send('cr', '{"sleep": 30}') > 0 AS sent;
+SELECT regress_wait_for($$(SELECT failures = 3 FROM queue.consumers
+                            WHERE consumer_name = 'c_run')$$) AS timed_out;
+SELECT payload, attempts, last_error FROM queue.read('cr_dlq', 10) ORDER BY id;
+SELECT count(*) AS handled FROM regress_ledger;
 -- Paused, the consumer's worker leaves, and messages wait.
 SELECT queue.pause('c_run');
 SELECT regress_wait_for($$NOT EXISTS (SELECT FROM queue.workers WHERE consumer_name = 'c_run')$$) AS worker_gone;
