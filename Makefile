@@ -16,6 +16,7 @@ OBJS = \
 	extension/message.o \
 	extension/consumer.o \
 	extension/maintain.o \
+	extension/dedup.o \
 	bgworker/registry.o \
 	bgworker/launcher.o \
 	bgworker/drain.o

@@ -6,7 +6,7 @@
  *
  * Today that is pruning archives past their retention (archive prunes too,
  * but an archive nobody adds to would otherwise keep its old messages for
- * ever).  Each queue is maintained on its own and a failure is logged and
+ * ever) and deleting expired deduplication keys.  Each queue is maintained on its own and a failure is logged and
  * skipped, so one broken queue does not stop the others' housekeeping.
  */
 #include "postgres.h"
@@ -23,6 +23,7 @@ typedef struct QueueChore
 {
 	int64		id;
 	int64		retention_usecs;	/* -1: keep for ever */
+	bool		logged;
 } QueueChore;
 
 /* The queues of this database and what each needs. */
@@ -33,7 +34,7 @@ list_queues(QueueChore **chores)
 	int			n;
 
 	owner_context_enter(&ctx);
-	if (SPI_execute("SELECT id, retention FROM queue_internal.queue ORDER BY id",
+	if (SPI_execute("SELECT id, retention, logged FROM queue_internal.queue ORDER BY id",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the queues");
 	n = (int) SPI_processed;
@@ -48,6 +49,7 @@ list_queues(QueueChore **chores)
 		d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
 		(*chores)[i].retention_usecs = isnull ? -1 :
 			interval_usecs(DatumGetIntervalP(d), "retention");
+		(*chores)[i].logged = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
 	}
 	owner_context_exit(&ctx);
 	return n;
@@ -58,9 +60,8 @@ maintain_queue(const QueueChore *q)
 {
 	OwnerContext ctx;
 
-	if (q->retention_usecs < 0)
-		return;
 	owner_context_enter(&ctx);
+	if (q->retention_usecs >= 0)
 	{
 		Datum		cutoff = TimestampTzGetDatum(GetCurrentTimestamp() - q->retention_usecs);
 
@@ -68,6 +69,7 @@ maintain_queue(const QueueChore *q)
 							 false, 0) < 0)
 			elog(ERROR, "could not prune the archive of queue %lld", (long long) q->id);
 	}
+	dedup_prune(q->id, q->logged);
 	owner_context_exit(&ctx);
 }
 

@@ -46,6 +46,8 @@ extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
 #define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
 #define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define QUEUE_MIN_DEDUP_WINDOW_USECS	USECS_PER_SEC
+#define QUEUE_DEFAULT_DEDUP_WINDOW_USECS	(INT64CONST(5) * USECS_PER_MINUTE)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
 
 /*
@@ -123,6 +125,7 @@ typedef struct QueueMeta
 	int32		max_attempts;	/* 0: no limit */
 	int64		dead_letter_id; /* 0: none */
 	int64		retention_usecs;	/* -1: keep archived messages for ever */
+	int64		dedup_window_usecs;
 	Oid			owner;
 	int			nsenders;
 	Oid		   *senders;
@@ -156,6 +159,7 @@ typedef enum StorageStatement
 {
 	STMT_SEND,
 	STMT_SEND_BATCH,
+	STMT_SEND_WITH_ID,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
@@ -251,6 +255,12 @@ extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
 extern Oid	message_type_oid(void);
 extern void consumer_check_handler(Oid handler, Oid role);
 extern Oid	consumer_catalog_relid(void);
+
+/* dedup.c: deduplication keys */
+extern bool dedup_reserve(const QueueMeta *meta, Datum key, TimestampTz now, int64 *id);
+extern void dedup_prune(int64 queue_id, bool logged);
+extern void dedup_forget(int64 queue_id, bool logged);
+extern void dedup_set_logged(int64 queue_id, bool logged);
 
 /* maintain.c: the housekeeping of a database's queues */
 extern void queue_maintain_database(void);

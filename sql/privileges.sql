@@ -291,7 +291,7 @@ RESET ROLE;
 -- queue.create needs EXECUTE, which the administrator grants.  The creator
 -- owns the queue: everything on it, nothing on the others.
 --
-GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval)
+GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
    TO regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po') > 0 AS created;
@@ -316,7 +316,7 @@ SELECT queue.drop('po');
 SET ROLE regress_queue_owner;
 SELECT queue.drop('po');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval)
+REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
   FROM regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po');
