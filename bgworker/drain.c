@@ -261,13 +261,18 @@ static void
 run_handler(Batch *b, int lo, int hi)
 {
 	ErrorData  *edata = NULL;
+	TimestampTz started = GetCurrentTimestamp();
 	int			mid;
 
 	if (try_handler(b, lo, hi, &edata))
 		return;
-	/* a stop request or a cancel from outside is not the handler's failure */
-	if (ProcDiePending)
-		CHECK_FOR_INTERRUPTS();
+	/*
+	 * A cancel from outside (pg_cancel_backend) is not the handler's failure:
+	 * the whole batch rolls back uncounted.  A timeout is.
+	 */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		GetCurrentTimestamp() - started < b->timeout_usecs)
+		ReThrowError(edata);
 	if (hi - lo == 1 || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
 		fail_range(b, lo, hi, error_text(edata));
@@ -411,8 +416,14 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
 	}
 	meta = *cached;
-	if (cfg->max_attempts > 0)
+	/* the queue's dead-letter queue takes the messages out of attempts */
+	if (cfg->max_attempts > 0 && meta.dead_letter_id != 0)
 		meta.max_attempts = cfg->max_attempts;
+	if (!queue_has_privilege(&meta, QUEUE_PRIV_READ))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the owner of consumer \"%s\" may no longer read queue \"%s\"",
+						cfg->name, meta.name)));
 	b.message_type = message_type_oid();
 	b.timeout_usecs = cfg->handler_timeout_usecs;
 	consumer_check_handler(cfg->handler, cfg->owner);
@@ -565,7 +576,7 @@ drain(void)
 
 		/* nothing there: wait for a commit, or go when idle too long */
 		worker_set_state(me, WORKER_WAITING, 0);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, "waiting for messages");
 		if (GetCurrentTimestamp() >= last_work + (int64) queue_worker_idle_timeout * 1000)
 		{
 			registry_lock(true);

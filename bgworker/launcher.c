@@ -136,6 +136,8 @@ consumer_backoff(const WorkerSlot *w)
 	c = registry_find_consumer(w->database, w->catalog, w->consumer_id);
 	if (c != NULL)
 	{
+		if (!w->worked)
+			consumer_note_error(c, "a drain worker exited before it could connect as the consumer's owner; see the server log");
 		if (!w->worked || w->failed)
 		{
 			int64		delay = USECS_PER_SEC << Min(c->start_failures, 6);

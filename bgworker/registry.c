@@ -329,6 +329,31 @@ registry_databases(Oid *databases, int max)
 	return n;
 }
 
+/*
+ * Finds a consumer, in any database, owned by a role; returns false when
+ * there is none.
+ */
+bool
+registry_consumer_of_owner(Oid role, char *name, Oid *database)
+{
+	bool		found = false;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < queue_max_consumers && !found; i++)
+	{
+		ConsumerSlot *c = &registry->consumers[i];
+
+		if (c->in_use && c->owner == role)
+		{
+			strlcpy(name, c->name, NAMEDATALEN);
+			*database = c->database;
+			found = true;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return found;
+}
+
 /* Forgets a database's consumers (dropped, or the extension is gone). */
 void
 registry_forget_database(Oid database)

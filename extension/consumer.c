@@ -251,6 +251,31 @@ consumer_check_handler(Oid handler, Oid role)
 				 errdetail("Drain workers run the handler as the consumer's owner.")));
 }
 
+/*
+ * The name of a consumer of this database that the role owns, or NULL (also
+ * when the extension is not installed here).
+ */
+char *
+consumer_owned_by(Oid role)
+{
+	OwnerContext ctx;
+	Datum		arg = ObjectIdGetDatum(role);
+	Oid			type = OIDOID;
+	char	   *name = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
+		return NULL;
+	owner_context_enter(&ctx);
+	run_sql("SELECT name FROM queue_internal.consumer WHERE owner = $1 ORDER BY name LIMIT 1",
+			1, &type, &arg, NULL);
+	if (SPI_processed > 0)
+		name = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1));
+	owner_context_exit(&ctx);
+	return name;
+}
+
 /* The owner of a new consumer: the caller, who must be able to log in. */
 static void
 check_owner(Oid role)
@@ -409,6 +434,12 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	OwnerContext ctx;
 
 	require_not_null(fcinfo, 2, "handler");
+	/* NULL means "unchanged" to alter_consumer; here a setting must be given */
+	require_not_null(fcinfo, 3, "batch_size");
+	require_not_null(fcinfo, 4, "batch_window");
+	require_not_null(fcinfo, 5, "max_concurrency");
+	require_not_null(fcinfo, 8, "retry_backoff");
+	require_not_null(fcinfo, 9, "handler_timeout");
 	strlcpy(c.name, name, NAMEDATALEN);
 	c.queue_id = meta->id;
 	c.handler = PG_GETARG_OID(2);
@@ -419,6 +450,9 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	c.max_retry_backoff_usecs = DEFAULT_MAX_RETRY_BACKOFF;
 	c.handler_timeout_usecs = DEFAULT_HANDLER_TIMEOUT;
 	settings_args(fcinfo, 3, &c);
+	/* without a cap of its own, the first delay sets it */
+	if (PG_ARGISNULL(10))
+		c.max_retry_backoff_usecs = Max(c.max_retry_backoff_usecs, c.retry_backoff_usecs);
 	check_settings(&c, meta);
 	check_owner(c.owner);
 	consumer_check_handler(c.handler, c.owner);
@@ -734,7 +768,7 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		registry_unlock();
 
 		meta = queue_id ? queue_lookup_by_id(queue_id) : NULL;
-		if (meta != NULL && !queue_has_privilege(meta, QUEUE_PRIV_READ))
+		if (meta == NULL ? !superuser() : !queue_has_privilege(meta, QUEUE_PRIV_READ))
 			continue;
 		values[0] = Int32GetDatum(copy.pid);
 		values[1] = CStringGetTextDatum(consumer_name);

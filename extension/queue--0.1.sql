@@ -265,6 +265,40 @@ SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer_id_seq', '');
 ALTER SEQUENCE queue_internal.consumer_id_seq OWNED BY queue_internal.consumer.id;
 
+-- A consumer's handler cannot be dropped from under it (DROP EXTENSION, which
+-- drops the consumers too, can).  SECURITY DEFINER so that any role's DROP can
+-- look at the consumer catalog; it reads nothing but the catalog.
+CREATE FUNCTION queue_internal.refuse_dropping_handlers()
+RETURNS pg_catalog.event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    consumer_name  text;
+    handler_name   text;
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
+               WHERE object_type = 'table' AND object_identity = 'queue_internal.consumer') THEN
+        RETURN;
+    END IF;
+    SELECT c.name, d.object_identity INTO consumer_name, handler_name
+      FROM queue_internal.consumer c
+      JOIN pg_event_trigger_dropped_objects() d
+        ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = c.handler::oid
+     ORDER BY c.name LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop function % because consumer "%" uses it as its handler',
+                        handler_name, consumer_name
+          USING ERRCODE = '2BP01',
+                HINT = 'Give the consumer another handler with queue.alter_consumer(), or drop it with queue.unsubscribe(), first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION queue_internal.refuse_dropping_handlers() IS
+  'Event trigger function: refuses to drop a function that a consumer uses as its handler.';
+CREATE EVENT TRIGGER queue_refuse_dropping_handlers ON sql_drop
+  EXECUTE FUNCTION queue_internal.refuse_dropping_handlers();
+COMMENT ON EVENT TRIGGER queue_refuse_dropping_handlers IS
+  'Keeps the handler functions of queue consumers from being dropped.';
+
 CREATE FUNCTION queue.subscribe(
     consumer_name      pg_catalog.text,
     queue_name         pg_catalog.text,
@@ -276,7 +310,7 @@ CREATE FUNCTION queue.subscribe(
     max_attempts       pg_catalog.int4 DEFAULT NULL,
     retry_backoff      pg_catalog.interval DEFAULT '1 second',
     handler_timeout    pg_catalog.interval DEFAULT '30 seconds',
-    max_retry_backoff  pg_catalog.interval DEFAULT '5 minutes')
+    max_retry_backoff  pg_catalog.interval DEFAULT NULL)
 RETURNS pg_catalog.int8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_subscribe';
 COMMENT ON FUNCTION queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval) IS

@@ -9,7 +9,8 @@
  * that need a database without sessions (DROP DATABASE, ALTER DATABASE
  * RENAME, CREATE DATABASE from it as a template), which would otherwise
  * wait for them and fail, and before DROP EXTENSION queue, which would
- * otherwise deadlock with a worker in the middle of a batch.
+ * otherwise deadlock with a worker in the middle of a batch.  It also
+ * refuses DROP ROLE of a role that owns a consumer.
  */
 #include "postgres.h"
 
@@ -19,6 +20,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 
 #include "compat.h"
@@ -132,10 +134,44 @@ database_to_quiet(Node *stmt)
 	return name ? get_database_oid(name, true) : InvalidOid;
 }
 
+/* DROP ROLE of a consumer's owner would leave the consumer unable to run. */
+static void
+refuse_dropping_owners(DropRoleStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->roles)
+	{
+		RoleSpec   *role = lfirst(lc);
+		Oid			roleid;
+		char		consumer[NAMEDATALEN];
+		Oid			database = MyDatabaseId;
+		char	   *here;
+
+		if (role->roletype != ROLESPEC_CSTRING ||
+			!OidIsValid(roleid = get_role_oid(role->rolename, true)))
+			continue;
+		/* this database's catalog, then what the registry knows of the others */
+		if ((here = consumer_owned_by(roleid)) != NULL)
+			strlcpy(consumer, here, NAMEDATALEN);
+		if (here != NULL || registry_consumer_of_owner(roleid, consumer, &database))
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("role \"%s\" cannot be dropped because it owns consumer \"%s\"",
+							role->rolename, consumer),
+					 errdetail("The consumer is in database \"%s\".",
+							   get_database_name(database) ? get_database_name(database) : "?"),
+					 errhint("Drop the consumer with queue.unsubscribe() first.")));
+	}
+}
+
 static void
 queue_utility(QUEUE_UTILITY_ARGS)
 {
 	Oid			db = registry_ready() ? database_to_quiet(pstmt->utilityStmt) : InvalidOid;
+
+	if (registry_ready() && IsA(pstmt->utilityStmt, DropRoleStmt))
+		refuse_dropping_owners((DropRoleStmt *) pstmt->utilityStmt);
 
 	if (OidIsValid(db))
 		registry_stop_database(db);

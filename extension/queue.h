@@ -255,6 +255,7 @@ extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
 extern Oid	message_type_oid(void);
 extern void consumer_check_handler(Oid handler, Oid role);
 extern Oid	consumer_catalog_relid(void);
+extern char *consumer_owned_by(Oid role);
 
 /* dedup.c: deduplication keys */
 extern bool dedup_reserve(const QueueMeta *meta, Datum key, TimestampTz now, int64 *id);
@@ -346,6 +347,7 @@ extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
+extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
 extern void registry_note_database(Oid database, bool installed);
 extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);

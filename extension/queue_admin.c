@@ -187,6 +187,26 @@ reset_setting(QueueSettings *s, const char *setting)
 				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue, retention and dedup_window.")));
 }
 
+/* A consumer with its own max_attempts needs the queue's dead-letter queue. */
+static void
+refuse_if_consumer_dead_letters(const QueueMeta *meta)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+	OwnerContext ctx;
+
+	owner_context_enter(&ctx);
+	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1"
+			" AND max_attempts IS NOT NULL ORDER BY name LIMIT 1", 1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot remove the dead-letter queue of queue \"%s\" because consumer \"%s\" has max_attempts",
+						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("Reset the consumer's max_attempts with queue.alter_consumer() first.")));
+	owner_context_exit(&ctx);
+}
+
 /*
  * queue.alter(queue_name, visibility_timeout, max_attempts, dead_letter_queue,
  *			   retention, rename_to, reset, logged, dedup_window)
@@ -246,6 +266,8 @@ queue_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(8))
 		s.dedup_window_usecs = dedup_window_arg(fcinfo, 8);
 	check_settings(&s);
+	if (s.dead_letter == NULL && meta->dead_letter_id != 0)
+		refuse_if_consumer_dead_letters(meta);
 
 	values[0] = Int64GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(new_name);

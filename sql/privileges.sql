@@ -28,9 +28,10 @@ SELECT p.oid::regprocedure AS not_executable_by_public
  WHERE p.pronamespace = 'queue'::regnamespace
    AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
  ORDER BY p.oid::regprocedure::text;
--- No SECURITY DEFINER function (the C code switches to the owner itself
--- after the privilege check), every function and the view documented.
-SELECT count(*) AS security_definer
+-- The C code switches to the owner itself after the privilege check, so the
+-- only SECURITY DEFINER function is the event trigger that guards handlers,
+-- with its search_path pinned; every function and the view documented.
+SELECT oid::regprocedure AS security_definer, proconfig
   FROM pg_proc WHERE pronamespace IN ('queue'::regnamespace, 'queue_internal'::regnamespace) AND prosecdef;
 SELECT p.oid::regprocedure AS undocumented
   FROM pg_proc p
