@@ -113,6 +113,11 @@ SELECT p.oid::regprocedure AS consumer_function, p.prorettype::regtype AS return
    AND p.proname IN ('subscribe', 'alter_consumer', 'pause', 'resume', 'unsubscribe',
                      'consumer_stats', 'worker_stats')
  ORDER BY p.proname;
+-- The event trigger that keeps handlers from being dropped, and its function.
+SELECT evtname, evtevent, evtfoid::regprocedure AS function,
+       obj_description(oid, 'pg_event_trigger') IS NOT NULL AS documented,
+       obj_description(evtfoid, 'pg_proc') IS NOT NULL AS function_documented
+  FROM pg_event_trigger WHERE evtname LIKE 'queue%';
 SELECT c.oid::regclass AS relation, obj_description(c.oid, 'pg_class') IS NOT NULL AS documented
   FROM pg_class c
  WHERE c.oid IN ('queue.consumers'::regclass, 'queue.workers'::regclass,
@@ -236,12 +241,22 @@ SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', hand
 \echo :SQLSTATE
 SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', handler_timeout => '12 hours 0.000001 seconds');
 \echo :SQLSTATE
--- The cap on retries must not be below the first delay, defaults included
--- (max_retry_backoff defaults to 5 minutes).
+-- The cap on retries must not be below the first delay.
 SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', retry_backoff => '10 seconds',
                        max_retry_backoff => '5 seconds');
 \echo :SQLSTATE
-SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', retry_backoff => '10 minutes');
+-- Settings with a default must not be NULL (NULL means "none" only for
+-- rate_limit and max_attempts, and "the larger of 5 minutes and
+-- retry_backoff" for max_retry_backoff).
+SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', batch_size => NULL);
+\echo :SQLSTATE
+SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', batch_window => NULL);
+\echo :SQLSTATE
+SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', max_concurrency => NULL);
+\echo :SQLSTATE
+SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', retry_backoff => NULL);
+\echo :SQLSTATE
+SELECT queue.subscribe('c1', 'cq', 'regress_void_handler(queue.message[])', handler_timeout => NULL);
 \echo :SQLSTATE
 -- max_attempts needs a dead-letter queue on the queue.
 SELECT queue.subscribe('c1', 'cq_plain', 'regress_void_handler(queue.message[])', max_attempts => 3);
@@ -339,6 +354,17 @@ COMMIT;
 SELECT consumer_name, batch_size, batch_window, max_concurrency, rate_limit, max_attempts,
        retry_backoff, max_retry_backoff, handler_timeout, state, paused
   FROM queue.consumers ORDER BY consumer_name;
+-- NULL where it means "none", and a first delay above the default cap,
+-- which the cap then follows.
+BEGIN;
+SELECT queue.subscribe('c_cap', 'cq', 'regress_void_handler(queue.message[])',
+                       rate_limit => NULL, max_attempts => NULL, retry_backoff => '10 minutes',
+                       max_retry_backoff => NULL) > 0 AS subscribed;
+SELECT queue.pause('c_cap');
+COMMIT;
+SELECT consumer_name, rate_limit, max_attempts, retry_backoff, max_retry_backoff
+  FROM queue.consumers WHERE consumer_name = 'c_cap';
+SELECT queue.unsubscribe('c_cap');
 -- A rolled back subscribe leaves nothing.
 BEGIN;
 SELECT queue.subscribe('c_gone', 'cq', 'regress_void_handler(queue.message[])') > 0 AS subscribed;
@@ -527,8 +553,22 @@ SELECT batch_size FROM queue.consumers WHERE consumer_name = 'c1';
 RESET ROLE;
 
 --
--- A queue a consumer drains cannot be dropped (2BP01).
+-- What a consumer depends on cannot be dropped (2BP01): its handler, its
+-- owner role, its queue.
 --
+DROP FUNCTION regress_handler(queue.message[]);
+\echo :SQLSTATE
+DROP FUNCTION regress_bad_jsonb(jsonb), regress_handler(queue.message[]);
+\echo :SQLSTATE
+SELECT count(*) AS still_there FROM pg_proc WHERE proname IN ('regress_handler', 'regress_bad_jsonb');
+-- (terse: the detail names the database, which depends on how the suite runs)
+\set VERBOSITY terse
+DROP ROLE regress_cons_owner;
+\echo :SQLSTATE
+DROP ROLE regress_cons_other, regress_cons_owner;
+\echo :SQLSTATE
+\set VERBOSITY default
+SELECT count(*) AS roles_left FROM pg_roles WHERE rolname IN ('regress_cons_owner', 'regress_cons_other');
 SELECT queue.drop('cq');
 \echo :SQLSTATE
 SELECT queue.drop('cq', if_exists => true);
@@ -654,6 +694,22 @@ SELECT count(*) AS handled FROM regress_ledger;
 SELECT queue.resume('c_run');
 SELECT regress_wait_for($$(SELECT count(*) = 4 FROM regress_ledger)$$) AS drained;
 SELECT payload, who FROM regress_ledger ORDER BY id;
+-- The queue's dead-letter queue cannot be taken away while the consumer has
+-- max_attempts (2BP01).
+SELECT queue.alter('cr', reset => '{dead_letter_queue}');
+\echo :SQLSTATE
+SELECT dead_letter_queue FROM queue.queues WHERE queue_name = 'cr';
+-- An owner that may no longer read the queue gets no more messages: the
+-- worker checks before every batch, and fails.
+SELECT queue.revoke('cr', 'read', 'regress_cons_owner');
+SELECT queue.send('cr', '{"n": 5}') > 0 AS sent;
+SELECT regress_wait_for($$(SELECT last_error LIKE '42501:%' FROM queue.consumers
+                            WHERE consumer_name = 'c_run')$$) AS refused;
+SELECT last_error FROM queue.consumers WHERE consumer_name = 'c_run';
+SELECT count(*) AS handled FROM regress_ledger;
+-- Granted again, the message is handled (after the launcher's backoff).
+SELECT queue.grant('cr', 'read', 'regress_cons_owner');
+SELECT regress_wait_for($$(SELECT count(*) = 5 FROM regress_ledger)$$) AS drained;
 -- Unsubscribed, its worker leaves too.
 SELECT queue.unsubscribe('c_run');
 SELECT regress_wait_for($$NOT EXISTS (SELECT FROM queue.workers WHERE consumer_name = 'c_run')$$) AS worker_gone;
@@ -673,6 +729,25 @@ DROP FUNCTION regress_handler(queue.message[]), regress_void_handler(queue.messa
               regress_bad_bigint(queue.message[]), regress_bad_setof(queue.message[]),
               regress_bad_two(queue.message[], int), regress_wait_for(text, interval);
 DROP PROCEDURE regress_bad_proc(queue.message[]);
-DROP ROLE regress_cons_owner, regress_cons_member, regress_cons_admin, regress_cons_other,
-          regress_cons_nologin;
+-- DROP ROLE also asks the launcher's registry, which forgets an
+-- unsubscribed consumer only once the maintenance its unsubscribe asked for
+-- has run: until then the owner's drop may be refused, so retry a while.
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+    LOOP
+        BEGIN
+            DROP ROLE regress_cons_owner, regress_cons_member, regress_cons_admin,
+                      regress_cons_other, regress_cons_nologin;
+            RETURN;
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            IF clock_timestamp() > deadline THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(0.05);
+        END;
+    END LOOP;
+END $$;
+SELECT count(*) AS roles_left FROM pg_roles WHERE rolname LIKE 'regress_cons%';
 SELECT count(*) AS queues_left FROM queue.queues;
