@@ -689,6 +689,7 @@ connect_as_owner(void)
 		return false;
 
 	BackgroundWorkerInitializeConnectionByOid(me->database, owner, 0);
+	me->worked = true;			/* connected: a failure from here on is ours to report */
 	appname = psprintf("queue consumer %s", name);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(appname);
@@ -701,6 +702,7 @@ connect_as_owner(void)
 				(errmsg("queue consumer \"%s\" not started: its owner is a superuser", name),
 				 errhint("Set queue.allow_superuser_consumers = on, or subscribe as an ordinary role.")));
 		commit_xact();
+		me->failed = true;
 		return false;
 	}
 	commit_xact();
@@ -737,7 +739,6 @@ queue_worker_main(Datum main_arg)
 
 	if (connect_as_owner())
 	{
-		me->worked = true;
 		worker_set_state(me, WORKER_WAITING, 0);
 		drain();
 	}

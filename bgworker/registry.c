@@ -342,11 +342,11 @@ registry_databases(Oid *databases, int max)
 }
 
 /*
- * Finds a consumer, in any database, owned by a role; returns false when
- * there is none.
+ * Finds a consumer, in any database but skip_database, owned by a role;
+ * returns false when there is none.
  */
 bool
-registry_consumer_of_owner(Oid role, char *name, Oid *database)
+registry_consumer_of_owner(Oid role, Oid skip_database, char *name, Oid *database)
 {
 	bool		found = false;
 
@@ -355,7 +355,7 @@ registry_consumer_of_owner(Oid role, char *name, Oid *database)
 	{
 		ConsumerSlot *c = &registry->consumers[i];
 
-		if (c->in_use && c->owner == role)
+		if (c->in_use && c->owner == role && c->database != skip_database)
 		{
 			strlcpy(name, c->name, NAMEDATALEN);
 			*database = c->database;
@@ -410,7 +410,7 @@ registry_stop_database(Oid database)
  * database when it was dropped.
  */
 void
-registry_stop_database_done(Oid database, bool dropped)
+registry_stop_database_done(Oid database, bool dropped, bool maintain)
 {
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (registry->blocked_database == database)
@@ -421,8 +421,10 @@ registry_stop_database_done(Oid database, bool dropped)
 		registry_forget_database(database);
 		registry_note_database(database, false);
 	}
-	else
+	else if (maintain)
 		registry_request_maintenance(database);
+	else
+		registry_poke_launcher();
 }
 
 bool

@@ -351,11 +351,12 @@ extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
-extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
+extern bool registry_consumer_of_owner(Oid role, Oid skip_database, char *name,
+									   Oid *database);
 extern void registry_note_database(Oid database, bool installed);
 extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
-extern void registry_stop_database_done(Oid database, bool dropped);
+extern void registry_stop_database_done(Oid database, bool dropped, bool maintain);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
