@@ -40,6 +40,7 @@ extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argn
 extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
 extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
+extern char **reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n);
 
 #define QUEUE_MAX_BATCH				10000
 #define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
@@ -152,6 +153,8 @@ extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const cha
 extern void owner_context_enter(OwnerContext *ctx);
 extern void owner_context_exit(OwnerContext *ctx);
 extern void catalog_changed(void);
+extern void run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls);
+extern SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern Oid	catalog_relid(void);
 
 /* storage.c: per-queue tables and the cached statements that touch them */
@@ -372,8 +375,11 @@ extern void consumer_note_error(ConsumerSlot *c, const char *error);
 extern void copy_clipped(char *dst, const char *src, int size);
 extern double consumer_observed_rate(ConsumerSlot *c);
 
-/* launcher.c and drain.c: the background workers */
+/* launcher.c, drain.c and maintenance.c: the background workers */
 extern void launcher_register(void);
+extern void bgworker_begin_xact(void);
+extern void bgworker_commit_xact(void);
+extern void maintenance_worker_run(WorkerSlot *me);
 
 /* shmem.c, for the launcher and the workers: a queue's slot by key */
 extern SlotKey queue_slot_key(int64 queue_id);
