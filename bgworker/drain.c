@@ -373,6 +373,11 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 		bgworker_commit_xact();
 		return BATCH_GONE;
 	}
+	/* queue.allow_superuser_consumers may have been turned off since the start */
+	if (superuser() && !queue_allow_superuser_consumers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it")));
 	owner_context_enter(&ctx);
 	n = consumer_catalog_load(consumer_id, &cfg);
 	owner_context_exit(&ctx);
