@@ -22,6 +22,14 @@
 # repetitions are spread over the run, and the table shows medians, with
 # the ratio as the median of the ratios of each repetition's pair.
 #
+# On a shared machine the rates move with other people's load; the CPU
+# time the server spends per message moves much less.  So when the server
+# runs on this host and its processes can be read in /proc, each run also
+# counts the CPU time (user + system) of every server process, live or
+# exited (the postmaster's reaped children), over the run: the workers,
+# launcher and poller on one side, pgbench's backends on the other, WAL
+# writer and checkpointer on both.  The table shows it per message.
+#
 # Latency.  A consumer with the default settings (batch_size 10,
 # batch_window 0, max_concurrency 1) and a handler that records
 # clock_timestamp() as it starts; one pgbench session sends one message a
@@ -72,6 +80,7 @@ lat_rate=${BENCH_LATENCY_RATE:-50}
 out=${BENCH_OUT:-$here/out}
 stamp=${BENCH_STAMP:-$(date +%Y%m%d-%H%M%S)}
 ncpu=$(nproc)
+hz=$(getconf CLK_TCK)
 
 PAYLOAD='{"order_id": 12345, "customer": "c-42", "items": [1,2,3]}'
 TARGET_RATIO=80		# % of the raw limit, at batch size 100
@@ -95,6 +104,28 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 # sides down; see bench/README.md).
 coproc POLL { psql -X -q -At -F ' ' -v ON_ERROR_STOP=1 2>&1; }
 poll() { printf '%s;\n' "$1" >&"${POLL[1]}"; IFS= read -r reply <&"${POLL[0]}"; printf '%s\n' "$reply"; }
+
+# The postmaster's pid, when its /proc entry can be read (the server is on
+# this host and runs as us, or we are root); else empty, and no CPU counts.
+postmaster=$(poll "SELECT pg_backend_pid()")
+postmaster=$(awk '{sub(/.*\) /, ""); print $2}' "/proc/$postmaster/stat" 2>/dev/null || true)
+[ -r "/proc/${postmaster:-0}/stat" ] || postmaster=
+
+# CPU clock ticks used by the server so far: every live process's user and
+# system time, and the postmaster's reaped children's.
+server_ticks() {
+  [ -n "$postmaster" ] || return 0
+  { for c in $(ps -o pid= --ppid "$postmaster"); do cat "/proc/$c/stat" 2>/dev/null || true; done
+    echo "postmaster $(cat "/proc/$postmaster/stat")"; } |
+    awk '{pm = ($1 == "postmaster"); sub(/.*\) /, "");
+          t += $12 + $13; if (pm) t += $14 + $15} END {print t + 0}'
+}
+
+# Microseconds of server CPU per message, from two server_ticks and a count.
+cpu_per_msg() {
+  [ -n "$postmaster" ] || return 0
+  awk -v a="$1" -v b="$2" -v m="$3" -v hz="$hz" 'BEGIN {printf "%.1f", (m > 0 ? (b - a) * 1e6 / hz / m : 0)}'
+}
 
 cleanup() {
   if [ -n "${POLL_PID:-}" ]; then kill "$POLL_PID" 2>/dev/null || true; fi
@@ -179,12 +210,12 @@ wait_no_workers() {
 
 consumer_counts() { sql -F ' ' -c "SELECT messages, batches, failures FROM queue.consumers WHERE consumer_name = 'bench_drain'"; }
 
-declare -A rates=() starts=() ratios=()
+declare -A rates=() starts=() ratios=() cpus=()
 nruns=0
 
 run_queue() {
   local rep=$1 batch=$2 conc=$3 fill=$4
-  local m0 b0 f0 m1 b1 f1 t0 first="" now left workers maxw=0 secs rate start_ms left_after
+  local m0 b0 f0 m1 b1 f1 cpu0 cpu t0 first="" now left workers maxw=0 secs rate start_ms left_after
 
   sql -c "SELECT queue.alter_consumer('bench_drain', batch_size => $batch, max_concurrency => $conc)" >/dev/null
   wait_no_workers bench_drain
@@ -196,6 +227,7 @@ run_queue() {
   sql -c "CHECKPOINT"
   read -r m0 b0 f0 <<<"$(consumer_counts)"
 
+  cpu0=$(server_ticks)
   t0=$(poll "SELECT extract(epoch FROM clock_timestamp()) FROM queue.resume('bench_drain')")
   while :; do
     read -r now left workers <<<"$(poll "SELECT extract(epoch FROM clock_timestamp()),
@@ -211,6 +243,7 @@ run_queue() {
     sleep 0.01
   done
   [ -n "$first" ] || first=$now
+  cpu=$(cpu_per_msg "$cpu0" "$(server_ticks)" "$fill")
   sql -c "SELECT queue.pause('bench_drain')" >/dev/null
   wait_no_workers bench_drain
   read -r m1 b1 f1 <<<"$(consumer_counts)"
@@ -223,12 +256,13 @@ run_queue() {
     say "  note: the consumer handled $((m1 - m0)) of $fill messages, $((f1 - f0)) failed, $left_after left"
   fi
   rates[$batch/$conc/queue]+=" $rate"
+  cpus[$batch/$conc/queue]+=" $cpu"
   starts[$batch/$conc]+=" $start_ms"
   last_rate=$rate
-  echo "$stamp,$rep,$batch,$conc,queue,$fill,$((m1 - m0)),$secs,$rate,$start_ms,$((b1 - b0)),$maxw,$left_after" >>"$runs_csv"
+  echo "$stamp,$rep,$batch,$conc,queue,$fill,$((m1 - m0)),$secs,$rate,$start_ms,$((b1 - b0)),$maxw,$left_after,$cpu" >>"$runs_csv"
   nruns=$((nruns + 1))
-  say "$(printf '  [%2d/%d %4ds] batch %3s  concurrency %s  consumer %8s msg/s  (%s s, %s batches, first commit after %s ms, up to %s workers)' \
-    "$nruns" "$total_runs" "$(( $(date +%s) - started ))" "$batch" "$conc" "$rate" "$secs" "$((b1 - b0))" "$start_ms" "$maxw")"
+  say "$(printf '  [%2d/%d %4ds] batch %3s  concurrency %s  consumer %8s msg/s  (%s s, %s batches, first commit after %s ms, up to %s workers, %s us CPU/msg)' \
+    "$nruns" "$total_runs" "$(( $(date +%s) - started ))" "$batch" "$conc" "$rate" "$secs" "$((b1 - b0))" "$start_ms" "$maxw" "${cpu:--}")"
 }
 
 # The raw side's statement, with the batch size as a literal so that the
@@ -242,7 +276,7 @@ raw_script() {
 
 run_raw() {
   local rep=$1 batch=$2 conc=$3 fill=$4
-  local jobs=$(( conc < ncpu ? conc : ncpu )) per_client before after xacts tps secs rate log=$tmp/pgbench.log
+  local jobs=$(( conc < ncpu ? conc : ncpu )) per_client before after xacts tps secs rate cpu0 cpu log=$tmp/pgbench.log
 
   sql -c "TRUNCATE bench_drain_raw"
   sql -c "INSERT INTO bench_drain_raw (payload) SELECT '$PAYLOAD'::jsonb FROM generate_series(1, $fill)"
@@ -251,11 +285,14 @@ run_raw() {
   before=$(sql -c "SELECT count(*) FROM bench_drain_raw")
   # enough transactions that the sessions together empty the table
   per_client=$(( (fill + batch * conc - 1) / (batch * conc) ))
+  cpu0=$(server_ticks)
   if ! pgbench -n -M prepared -c "$conc" -j "$jobs" -t "$per_client" -f "$(raw_script "$batch")" >"$log" 2>&1; then
     say "pgbench failed: raw drain, batch $batch, $conc sessions:"
     tail -n 20 "$log" | tee -a "$report"
     exit 1
   fi
+  sleep 0.1	# the postmaster reaps pgbench's backends
+  cpu=$(cpu_per_msg "$cpu0" "$(server_ticks)" "$fill")
   after=$(sql -c "SELECT count(*) FROM bench_drain_raw")
   xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log")
@@ -263,17 +300,18 @@ run_raw() {
   rate=$(awk -v m="$((before - after))" -v s="$secs" 'BEGIN {printf "%.0f", m / s}')
   [ "$after" -eq 0 ] || say "  note: the raw side left $after of $fill rows"
   rates[$batch/$conc/raw]+=" $rate"
+  cpus[$batch/$conc/raw]+=" $cpu"
   last_rate=$rate
-  echo "$stamp,$rep,$batch,$conc,raw,$fill,$((before - after)),$secs,$rate,,$xacts,$conc,$after" >>"$runs_csv"
+  echo "$stamp,$rep,$batch,$conc,raw,$fill,$((before - after)),$secs,$rate,,$xacts,$conc,$after,$cpu" >>"$runs_csv"
   sql -c "TRUNCATE bench_drain_raw"
   nruns=$((nruns + 1))
-  say "$(printf '  [%2d/%d %4ds] batch %3s  concurrency %s  raw      %8s msg/s  (%s s, %s transactions)' \
-    "$nruns" "$total_runs" "$(( $(date +%s) - started ))" "$batch" "$conc" "$rate" "$secs" "$xacts")"
+  say "$(printf '  [%2d/%d %4ds] batch %3s  concurrency %s  raw      %8s msg/s  (%s s, %s transactions, %s us CPU/msg)' \
+    "$nruns" "$total_runs" "$(( $(date +%s) - started ))" "$batch" "$conc" "$rate" "$secs" "$xacts" "${cpu:--}")"
 }
 
 # ---- throughput ----------------------------------------------------------------
 
-echo "stamp,rep,batch,concurrency,side,fill,messages,seconds,msg_per_s,start_ms,transactions,workers,left_after" >"$runs_csv"
+echo "stamp,rep,batch,concurrency,side,fill,messages,seconds,msg_per_s,start_ms,transactions,workers,left_after,server_cpu_us_per_msg" >"$runs_csv"
 started=$(date +%s)
 total_runs=$(( repeat * 2 * $(wc -w <<<"$batches") * $(wc -w <<<"$concurrencies") ))
 cell=0
@@ -338,7 +376,7 @@ sql -c "\copy (SELECT l.n, l.sent_at, to_timestamp(a.acked_epoch::float8), l.han
                  FROM bench_latency_ledger l JOIN bench_latency_acks a USING (n) ORDER BY n)
           TO '$tmp/latency.csv' WITH (FORMAT csv)"
 cat "$tmp/latency.csv" >>"$latency_csv"
-read -r lat_n handled up50 up99 upmax lo50 lo99 lomax batch_avg <<<"$(sql -F ' ' -c "
+read -r lat_n handled up50 up99 upmax lo50 lo99 lomax batch_avg sc50 <<<"$(sql -F ' ' -c "
   SELECT count(n), count(*),
          round(percentile_cont(0.5) WITHIN GROUP (ORDER BY up)::numeric, 2),
          round(percentile_cont(0.99) WITHIN GROUP (ORDER BY up)::numeric, 2),
@@ -346,8 +384,10 @@ read -r lat_n handled up50 up99 upmax lo50 lo99 lomax batch_avg <<<"$(sql -F ' '
          round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lo)::numeric, 2),
          round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lo)::numeric, 2),
          round(max(lo)::numeric, 2),
-         round(avg(batch), 2)
+         round(avg(batch), 2),
+         round(percentile_cont(0.5) WITHIN GROUP (ORDER BY sc)::numeric, 2)
     FROM (SELECT a.n, l.batch,
+                 1000 * extract(epoch FROM to_timestamp(a.acked_epoch::float8) - l.sent_at) AS sc,
                  1000 * extract(epoch FROM l.handled_at - l.sent_at) AS up,
                  1000 * extract(epoch FROM l.handled_at - to_timestamp(a.acked_epoch::float8)) AS lo
             FROM bench_latency_ledger l LEFT JOIN bench_latency_acks a USING (n)) x")"
@@ -373,10 +413,10 @@ minmax() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print
 say ""
 say "drain: median messages per second over $repeat runs; ratio = median of each repetition's consumer / raw"
 say ""
-line=$(printf '%5s %11s %14s %10s %9s %11s %8s %9s %12s' batch concurrency "consumer msg/s" "raw msg/s" "ratio (%)" "ratio range" target "start ms" "spread c/r")
+line=$(printf '%5s %11s %14s %10s %9s %11s %8s %9s %12s %15s' batch concurrency "consumer msg/s" "raw msg/s" "ratio (%)" "ratio range" target "start ms" "spread c/r" "CPU us/msg c/r")
 say "$line"
 say "$(printf '%s\n' "$line" | tr -c '\n' '-')"
-echo "measure,batch,concurrency,queue_msg_per_s,raw_msg_per_s,ratio_pct,ratio_min,ratio_max,target,start_ms,queue_min,queue_max,raw_min,raw_max,runs" >"$summary_csv"
+echo "batch,concurrency,queue_msg_per_s,raw_msg_per_s,ratio_pct,ratio_min,ratio_max,target,start_ms,queue_min,queue_max,raw_min,raw_max,runs,queue_cpu_us_per_msg,raw_cpu_us_per_msg" >"$summary_csv"
 for batch in $batches; do
   for conc in $concurrencies; do
     qs=${rates[$batch/$conc/queue]:-}
@@ -388,6 +428,9 @@ for batch in $batches; do
     read -r qlo qhi <<<"$(minmax <<<"$qs")"
     read -r wlo whi <<<"$(minmax <<<"$rs")"
     start=$(median <<<"${starts[$batch/$conc]:-}")
+    qcpu=$(median <<<"${cpus[$batch/$conc/queue]:-}")
+    rcpu=$(median <<<"${cpus[$batch/$conc/raw]:-}")
+    if [ -n "$postmaster" ]; then cpucol="$qcpu/$rcpu"; else cpucol=-; fi
     spread=$(awk -v q="$q" -v r="$r" -v a="$qlo" -v b="$qhi" -v c="$wlo" -v d="$whi" \
       'BEGIN {printf "%d%%/%d%%", (q > 0 ? 100 * (b - a) / q : 0), (r > 0 ? 100 * (d - c) / r : 0)}')
     if [ "$batch" = 100 ]; then
@@ -395,9 +438,9 @@ for batch in $batches; do
     else
       mark="-"
     fi
-    say "$(printf '%5s %11s %14.0f %10.0f %9.0f %11s %8s %9.0f %12s' "$batch" "$conc" "$q" "$r" "$ratio" \
-      "$(printf '%.0f-%.0f' "$rlo" "$rhi")" "$mark" "$start" "$spread")"
-    echo "drain,$batch,$conc,$q,$r,$ratio,$rlo,$rhi,${mark// /_},$start,$qlo,$qhi,$wlo,$whi,$repeat" >>"$summary_csv"
+    say "$(printf '%5s %11s %14.0f %10.0f %9.0f %11s %8s %9.0f %12s %15s' "$batch" "$conc" "$q" "$r" "$ratio" \
+      "$(printf '%.0f-%.0f' "$rlo" "$rhi")" "$mark" "$start" "$spread" "$cpucol")"
+    echo "$batch,$conc,$q,$r,$ratio,$rlo,$rhi,${mark// /_},$start,$qlo,$qhi,$wlo,$whi,$repeat,$qcpu,$rcpu" >>"$summary_csv"
   done
 done
 if [ -n "$up50" ] && awk -v x="$up50" -v t="$TARGET_P50_MS" 'BEGIN {exit !(x < t)}'; then mark="<$TARGET_P50_MS ok"; else mark="<$TARGET_P50_MS no"; fi
@@ -405,12 +448,14 @@ say ""
 say "latency, commit to handler start, ms ($handled messages, $lat_rate/s, $lat_secs s; mean batch $batch_avg):"
 say "$(printf '  upper bound, from sent_at (before the commit):      p50 %6s  p99 %6s  max %7s  target p50 %s' "$up50" "$up99" "$upmax" "$mark")"
 say "$(printf '  lower bound, from the commit seen by the client:    p50 %6s  p99 %6s  max %7s' "$lo50" "$lo99" "$lomax")"
-echo "bound,p50_ms,p99_ms,max_ms,messages,rate_per_s,seconds,mean_batch,target_p50_ms" >"$latency_summary_csv"
-echo "upper,$up50,$up99,$upmax,$handled,$lat_rate,$lat_secs,$batch_avg,$TARGET_P50_MS" >>"$latency_summary_csv"
-echo "lower,$lo50,$lo99,$lomax,$handled,$lat_rate,$lat_secs,$batch_avg," >>"$latency_summary_csv"
+say "  (the sender's commit, sent_at to commit seen, took p50 $sc50 ms: the upper bound includes it)"
+echo "bound,p50_ms,p99_ms,max_ms,messages,rate_per_s,seconds,mean_batch,target_p50_ms,send_commit_p50_ms" >"$latency_summary_csv"
+echo "upper,$up50,$up99,$upmax,$handled,$lat_rate,$lat_secs,$batch_avg,$TARGET_P50_MS,$sc50" >>"$latency_summary_csv"
+echo "lower,$lo50,$lo99,$lomax,$handled,$lat_rate,$lat_secs,$batch_avg,,$sc50" >>"$latency_summary_csv"
 say ""
 say "consumer: queue.resume to the first look that finds the queue empty (polled every 10 ms), launcher start included"
 say "raw:      pgbench sessions, as many as workers, DELETE ... WHERE id = ANY (ARRAY(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)) RETURNING *"
 say "          on a plain table holding the same backlog, until it is empty; connection time excluded"
+[ -z "$postmaster" ] || say "CPU:      server processes' user + system time over the run, per message (median), consumer / raw"
 say ""
 say "took $(( $(date +%s) - started )) s; report and CSV files: $out/bench-$stamp-drain*"
