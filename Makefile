@@ -15,6 +15,8 @@ OBJS = \
 	extension/lease.o \
 	extension/message.o \
 	extension/consumer.o \
+	extension/maintain.o \
+	extension/dedup.o \
 	bgworker/registry.o \
 	bgworker/launcher.o \
 	bgworker/drain.o

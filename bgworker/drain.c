@@ -1,8 +1,9 @@
 /*
  * drain.c
  *    The dynamic background workers the launcher starts: drain workers,
- *    which run one consumer's batches through its handler, and survey
- *    workers, which copy one database's consumer catalog into the registry.
+ *    which run one consumer's batches through its handler, and maintenance
+ *    workers, which copy one database's consumer catalog into the registry
+ *    and do the housekeeping of its queues (maintain.c).
  *
  * A drain worker connects as the consumer's owner and loops: take tokens
  * from the consumer's rate limit, start a transaction, claim up to a batch
@@ -90,11 +91,11 @@ commit_xact(void)
 	CommitTransactionCommand();
 }
 
-/* ---- the survey ---------------------------------------------------------- */
+/* ---- maintenance --------------------------------------------------------- */
 
-/* Copies this database's consumers into the registry. */
+/* Copies this database's consumers into the registry, then maintains its queues. */
 static void
-survey_database(void)
+maintain_database(void)
 {
 	Oid			consumer_catalog = InvalidOid;
 	ConsumerSlot *fresh = NULL;
@@ -125,6 +126,9 @@ survey_database(void)
 		}
 	}
 	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);
+	registry_note_database(MyDatabaseId, OidIsValid(consumer_catalog));
+	if (OidIsValid(consumer_catalog))
+		queue_maintain_database();
 	if (stored < n)
 		ereport(WARNING,
 				(errmsg("queue: %d consumers of database \"%s\" do not fit in shared memory and will not run",
@@ -213,6 +217,7 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 		Datum		result;
+		int			guc_level = NewGUCNestLevel();
 
 		PushActiveSnapshot(GetTransactionSnapshot());
 		enable_timeout_after(STATEMENT_TIMEOUT, (int) (b->timeout_usecs / 1000));
@@ -221,6 +226,8 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a SET in the handler (even SET ROLE) must not outlive its batch */
+		AtEOXact_GUC(false, guc_level);
 		if (!fcinfo->isnull && b->returns_ids)
 		{
 			MemoryContextSwitchTo(cxt);
@@ -254,13 +261,18 @@ static void
 run_handler(Batch *b, int lo, int hi)
 {
 	ErrorData  *edata = NULL;
+	TimestampTz started = GetCurrentTimestamp();
 	int			mid;
 
 	if (try_handler(b, lo, hi, &edata))
 		return;
-	/* a stop request or a cancel from outside is not the handler's failure */
-	if (ProcDiePending)
-		CHECK_FOR_INTERRUPTS();
+	/*
+	 * A cancel from outside (pg_cancel_backend) is not the handler's failure:
+	 * the whole batch rolls back uncounted.  A timeout is.
+	 */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		GetCurrentTimestamp() - started < b->timeout_usecs)
+		ReThrowError(edata);
 	if (hi - lo == 1 || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
 		fail_range(b, lo, hi, error_text(edata));
@@ -370,17 +382,21 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 	return n;
 }
 
+/* What run_batch returns, besides how many messages it claimed. */
+#define BATCH_PAUSED	(-1)		/* the consumer is paused */
+#define BATCH_GONE		(-2)		/* the consumer, its queue or the extension is gone */
+#define BATCH_FAILED	(-3)		/* an error outside the handler */
+
 /*
  * Runs one batch in one transaction.  Returns how many messages it claimed
- * (0: none there), or -1 when the worker should stop (consumer paused or
- * gone, extension dropped).
+ * (0: none there), or a BATCH_ code when the worker should stop.
  */
 static int
 run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 {
 	ConsumerConfig *cfg;
 	QueueMeta	meta;
-	const QueueMeta *cached;
+	const QueueMeta *cached = NULL;
 	Batch		b = {0};
 	OwnerContext ctx;
 	int			n;
@@ -389,19 +405,25 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 	{
 		commit_xact();
-		return -1;
+		return BATCH_GONE;
 	}
 	owner_context_enter(&ctx);
 	n = consumer_catalog_load(consumer_id, &cfg);
 	owner_context_exit(&ctx);
-	if (n == 0 || cfg->paused || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL)
+	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
 	{
 		commit_xact();
-		return -1;
+		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
 	}
 	meta = *cached;
-	if (cfg->max_attempts > 0)
+	/* the queue's dead-letter queue takes the messages out of attempts */
+	if (cfg->max_attempts > 0 && meta.dead_letter_id != 0)
 		meta.max_attempts = cfg->max_attempts;
+	if (!queue_has_privilege(&meta, QUEUE_PRIV_READ))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the owner of consumer \"%s\" may no longer read queue \"%s\"",
+						cfg->name, meta.name)));
 	b.message_type = message_type_oid();
 	b.timeout_usecs = cfg->handler_timeout_usecs;
 	consumer_check_handler(cfg->handler, cfg->owner);
@@ -442,7 +464,7 @@ static int
 run_batch_guarded(ConsumerSlot *slot, int tokens)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile int n = -1;
+	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
@@ -459,7 +481,7 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		me->failed = true;
-		n = -1;
+		n = BATCH_FAILED;
 	}
 	PG_END_TRY();
 	return n;
@@ -528,7 +550,20 @@ drain(void)
 		seen = wakeup_sequence_key(&key);
 		n = run_batch_guarded(c, tokens);
 		if (n < 0)
+		{
+			/*
+			 * Tell the launcher at once, so that it starts no worker in the
+			 * moment before maintenance brings the registry up to date.
+			 */
+			registry_lock(true);
+			if (n == BATCH_PAUSED)
+				c->paused = true;
+			else if (n == BATCH_GONE)
+				c->in_use = false;
+			registry_unlock();
+			registry_request_maintenance(MyDatabaseId);
 			return;
+		}
 		if (n < tokens)
 			consumer_return_tokens(c, tokens - n);
 		if (n > 0)
@@ -541,7 +576,7 @@ drain(void)
 
 		/* nothing there: wait for a commit, or go when idle too long */
 		worker_set_state(me, WORKER_WAITING, 0);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, "waiting for messages");
 		if (GetCurrentTimestamp() >= last_work + (int64) queue_worker_idle_timeout * 1000)
 		{
 			registry_lock(true);
@@ -609,12 +644,12 @@ queue_worker_main(Datum main_arg)
 	if (me == NULL)
 		proc_exit(0);
 
-	if (me->survey)
+	if (me->maintenance)
 	{
-		worker_set_state(me, WORKER_SURVEYING, 0);
+		worker_set_state(me, WORKER_MAINTAINING, 0);
 		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
-		pgstat_report_appname("queue survey");
-		survey_database();
+		pgstat_report_appname("queue maintenance");
+		maintain_database();
 		me->worked = true;
 		proc_exit(0);
 	}

@@ -5,12 +5,14 @@
  *    views queue.consumers and queue.workers show.
  *
  * Consumer slots are a cache of the consumer catalogs of every database,
- * written only by survey workers (drain.c), which read one database's
- * catalog and replace that database's slots.  A survey is requested at
- * start (for every database) and by each transaction that changes a
- * consumer, when it commits.  Slots also carry what must be shared by all
- * of a consumer's workers: the token bucket of its rate limit and its
- * counters.
+ * written only by maintenance workers (drain.c), which read one database's
+ * catalog and replace that database's slots.  Maintenance of a database is
+ * requested at start (for every database), by each transaction that
+ * changes a consumer, when it commits, and by the launcher every
+ * queue.maintenance_interval for the databases the extension is installed
+ * in, which the maintenance workers note here.  Slots also carry what must
+ * be shared by all of a consumer's workers: the token bucket of its rate
+ * limit and its counters.
  *
  * Worker slots: one per possible background worker.  Only the launcher
  * reserves a slot (before it registers the worker, so the cap on drain
@@ -35,16 +37,19 @@
 
 #include "queue.h"
 
-#define MAX_SURVEYS	64
+#define MAX_REQUESTS	64
+#define MAX_DATABASES	256
 
 typedef struct Registry
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	pid_t		launcher_pid;
-	bool		survey_all;		/* every database needs a survey */
-	int			nsurveys;
-	Oid			surveys[MAX_SURVEYS];	/* databases whose consumers changed */
+	bool		maintain_all;	/* every database needs maintenance */
+	int			nrequests;
+	Oid			requests[MAX_REQUESTS]; /* databases whose consumers changed */
+	int			ndatabases;
+	Oid			databases[MAX_DATABASES];	/* where the extension is installed */
 	Oid			blocked_database;	/* being dropped: start no worker in it */
 	TimestampTz blocked_until;
 	ConsumerSlot *consumers;
@@ -80,7 +85,7 @@ registry_shmem_startup(LWLock *lock)
 	{
 		memset(registry, 0, registry_shmem_size());
 		registry->lock = lock;
-		registry->survey_all = true;
+		registry->maintain_all = true;
 	}
 	registry->consumers = (ConsumerSlot *) base;
 	registry->workers = (WorkerSlot *) (base + mul_size(queue_max_consumers, sizeof(ConsumerSlot)));
@@ -180,40 +185,43 @@ registry_poke_launcher(void)
 		SetLatch(latch);
 }
 
-/* Asks for a survey of a database's consumers (or of every database). */
+/* Asks for maintenance of a database (its consumers, its queues). */
 void
-registry_request_survey(Oid database)
+registry_request_maintenance(Oid database)
 {
 	bool		have = false;
 
 	if (registry == NULL)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < registry->nsurveys; i++)
-		have |= registry->surveys[i] == database;
-	if (!have && registry->nsurveys < MAX_SURVEYS)
-		registry->surveys[registry->nsurveys++] = database;
+	for (int i = 0; i < registry->nrequests; i++)
+		have |= registry->requests[i] == database;
+	if (!have && registry->nrequests < MAX_REQUESTS)
+		registry->requests[registry->nrequests++] = database;
 	else if (!have)
-		registry->survey_all = true;
+		registry->maintain_all = true;
 	LWLockRelease(registry->lock);
 	registry_poke_launcher();
 }
 
-/* The launcher takes the next database to survey; InvalidOid: none. */
+/*
+ * The launcher takes the next database to maintain; InvalidOid: none.
+ * *all: every database should be.
+ */
 Oid
-registry_next_survey(bool *all)
+registry_next_maintenance(bool *all)
 {
 	Oid			db = InvalidOid;
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	*all = registry->survey_all;
-	registry->survey_all = false;
-	if (!*all && registry->nsurveys > 0)
+	*all = registry->maintain_all;
+	registry->maintain_all = false;
+	if (!*all && registry->nrequests > 0)
 	{
-		db = registry->surveys[0];
-		memmove(&registry->surveys[0], &registry->surveys[1],
-				sizeof(Oid) * (registry->nsurveys - 1));
-		registry->nsurveys--;
+		db = registry->requests[0];
+		memmove(&registry->requests[0], &registry->requests[1],
+				sizeof(Oid) * (registry->nrequests - 1));
+		registry->nrequests--;
 	}
 	LWLockRelease(registry->lock);
 	return db;
@@ -292,6 +300,60 @@ registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *
 	return stored;
 }
 
+/* Notes whether the extension is installed in a database. */
+void
+registry_note_database(Oid database, bool installed)
+{
+	int			i;
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	for (i = 0; i < registry->ndatabases && registry->databases[i] != database; i++)
+		;
+	if (installed && i == registry->ndatabases && i < MAX_DATABASES)
+		registry->databases[registry->ndatabases++] = database;
+	else if (!installed && i < registry->ndatabases)
+		registry->databases[i] = registry->databases[--registry->ndatabases];
+	LWLockRelease(registry->lock);
+}
+
+/* Copies out the databases the extension is installed in; returns how many. */
+int
+registry_databases(Oid *databases, int max)
+{
+	int			n;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	n = Min(registry->ndatabases, max);
+	memcpy(databases, registry->databases, sizeof(Oid) * n);
+	LWLockRelease(registry->lock);
+	return n;
+}
+
+/*
+ * Finds a consumer, in any database, owned by a role; returns false when
+ * there is none.
+ */
+bool
+registry_consumer_of_owner(Oid role, char *name, Oid *database)
+{
+	bool		found = false;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < queue_max_consumers && !found; i++)
+	{
+		ConsumerSlot *c = &registry->consumers[i];
+
+		if (c->in_use && c->owner == role)
+		{
+			strlcpy(name, c->name, NAMEDATALEN);
+			*database = c->database;
+			found = true;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return found;
+}
+
 /* Forgets a database's consumers (dropped, or the extension is gone). */
 void
 registry_forget_database(Oid database)
@@ -327,6 +389,27 @@ registry_stop_database(Oid database)
 	LWLockRelease(registry->lock);
 }
 
+/*
+ * The command is over: the launcher may start workers there again once
+ * maintenance has brought its consumers up to date, or forgets the
+ * database when it was dropped.
+ */
+void
+registry_stop_database_done(Oid database, bool dropped)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (registry->blocked_database == database)
+		registry->blocked_until = 0;
+	LWLockRelease(registry->lock);
+	if (dropped)
+	{
+		registry_forget_database(database);
+		registry_note_database(database, false);
+	}
+	else
+		registry_request_maintenance(database);
+}
+
 bool
 registry_database_blocked(Oid database)
 {
@@ -346,7 +429,7 @@ registry_count_workers(const ConsumerSlot *consumer)
 	{
 		WorkerSlot *w = &registry->workers[i];
 
-		if (w->in_use && !w->survey &&
+		if (w->in_use && !w->maintenance &&
 			(consumer == NULL ||
 			 (w->database == consumer->database && w->consumer_id == consumer->consumer_id)))
 			n++;
@@ -371,7 +454,7 @@ registry_reserve_worker(Oid database, const ConsumerSlot *consumer)
 		w->generation++;
 		w->pid = 0;
 		w->database = database;
-		w->survey = consumer == NULL;
+		w->maintenance = consumer == NULL;
 		w->consumer_id = consumer ? consumer->consumer_id : 0;
 		w->catalog = consumer ? consumer->catalog : InvalidOid;
 		w->state = WORKER_STARTING;
@@ -405,8 +488,13 @@ registry_release_worker(int index, uint32 generation)
 static void
 release_my_worker(int code pg_attribute_unused(), Datum arg)
 {
-	if (my_worker != NULL)
-		registry_release_worker(DatumGetInt32(arg), my_worker->generation);
+	if (my_worker == NULL)
+		return;
+	/* dying in a batch (an error, FATAL in the handler): the launcher backs off */
+	if (my_worker->state != WORKER_WAITING && my_worker->state != WORKER_STARTING &&
+		my_worker->state != WORKER_MAINTAINING)
+		my_worker->failed = true;
+	registry_release_worker(DatumGetInt32(arg), my_worker->generation);
 	my_worker = NULL;
 }
 
@@ -462,8 +550,8 @@ worker_state_name(WorkerState state)
 			return "handling";
 		case WORKER_COMMITTING:
 			return "committing";
-		case WORKER_SURVEYING:
-			return "surveying";
+		case WORKER_MAINTAINING:
+			return "maintaining";
 	}
 	return "unknown";
 }

@@ -60,20 +60,20 @@ PG_FUNCTION_INFO_V1(queue_worker_stats);
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
 	" handler_timeout, paused"
 
-static bool survey_at_commit = false;
+static bool maintain_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void
 consumer_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (!survey_at_commit)
+	if (!maintain_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		registry_request_survey(MyDatabaseId);
+		registry_request_maintenance(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		survey_at_commit = false;
+		maintain_at_commit = false;
 }
 
 /* The launcher re-reads this database's consumers when the change commits. */
@@ -85,7 +85,7 @@ consumers_changed(int64 queue_id)
 		RegisterXactCallback(consumer_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
-	survey_at_commit = true;
+	maintain_at_commit = true;
 	/* idle workers of the queue wake up and re-read their settings */
 	pending_wake(queue_id);
 }
@@ -149,12 +149,30 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, ConsumerConfig *c)
 int
 consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 {
+	static SPIPlanPtr by_id = NULL;
 	Datum		arg = Int64GetDatum(only_id);
 	Oid			type = INT8OID;
 	int			n;
 
-	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer"
-			" WHERE $1 = 0 OR id = $1 ORDER BY id", 1, &type, &arg, NULL);
+	if (only_id == 0)
+		run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer ORDER BY id",
+				0, NULL, NULL, NULL);
+	else
+	{
+		/* a drain worker reads its consumer before every batch: keep the plan */
+		if (by_id == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT " CONSUMER_COLUMNS
+										   " FROM queue_internal.consumer WHERE id = $1",
+										   1, &type);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "could not prepare the consumer statement");
+			by_id = plan;
+		}
+		if (SPI_execute_plan(by_id, &arg, NULL, false, 1) < 0)
+			elog(ERROR, "queue consumer statement failed");
+	}
 	n = (int) SPI_processed;
 	*configs = SPI_palloc(sizeof(ConsumerConfig) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -231,6 +249,31 @@ consumer_check_handler(Oid handler, Oid role)
 				 errmsg("role \"%s\" may not execute handler %s",
 						GetUserNameFromId(role, false), format_procedure(handler)),
 				 errdetail("Drain workers run the handler as the consumer's owner.")));
+}
+
+/*
+ * The name of a consumer of this database that the role owns, or NULL (also
+ * when the extension is not installed here).
+ */
+char *
+consumer_owned_by(Oid role)
+{
+	OwnerContext ctx;
+	Datum		arg = ObjectIdGetDatum(role);
+	Oid			type = OIDOID;
+	char	   *name = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
+		return NULL;
+	owner_context_enter(&ctx);
+	run_sql("SELECT name FROM queue_internal.consumer WHERE owner = $1 ORDER BY name LIMIT 1",
+			1, &type, &arg, NULL);
+	if (SPI_processed > 0)
+		name = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1));
+	owner_context_exit(&ctx);
+	return name;
 }
 
 /* The owner of a new consumer: the caller, who must be able to log in. */
@@ -391,6 +434,12 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	OwnerContext ctx;
 
 	require_not_null(fcinfo, 2, "handler");
+	/* NULL means "unchanged" to alter_consumer; here a setting must be given */
+	require_not_null(fcinfo, 3, "batch_size");
+	require_not_null(fcinfo, 4, "batch_window");
+	require_not_null(fcinfo, 5, "max_concurrency");
+	require_not_null(fcinfo, 8, "retry_backoff");
+	require_not_null(fcinfo, 9, "handler_timeout");
 	strlcpy(c.name, name, NAMEDATALEN);
 	c.queue_id = meta->id;
 	c.handler = PG_GETARG_OID(2);
@@ -401,6 +450,9 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	c.max_retry_backoff_usecs = DEFAULT_MAX_RETRY_BACKOFF;
 	c.handler_timeout_usecs = DEFAULT_HANDLER_TIMEOUT;
 	settings_args(fcinfo, 3, &c);
+	/* without a cap of its own, the first delay sets it */
+	if (PG_ARGISNULL(10))
+		c.max_retry_backoff_usecs = Max(c.max_retry_backoff_usecs, c.retry_backoff_usecs);
 	check_settings(&c, meta);
 	check_owner(c.owner);
 	consumer_check_handler(c.handler, c.owner);
@@ -629,6 +681,12 @@ queue_consumer_stats(PG_FUNCTION_ARGS)
 		if (meta == NULL || (!queue_has_privilege(meta, QUEUE_PRIV_READ) &&
 							 !has_privs_of_role(GetUserId(), c->owner)))
 			continue;
+		if (!counters_hidden_known(meta->id) || !counters_read(meta->id).messages_known)
+		{
+			owner_context_enter(&ctx);
+			queue_count_once(meta);
+			owner_context_exit(&ctx);
+		}
 		registry_lock(false);
 		slot = registry_find_consumer(MyDatabaseId, catalog, c->id);
 		if (slot != NULL)
@@ -693,7 +751,7 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		bool		nulls[9] = {0};
 
 		registry_lock(false);
-		if (!w->in_use || w->survey || w->pid == 0 || w->database != MyDatabaseId)
+		if (!w->in_use || w->maintenance || w->pid == 0 || w->database != MyDatabaseId)
 		{
 			registry_unlock();
 			continue;
@@ -710,7 +768,7 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		registry_unlock();
 
 		meta = queue_id ? queue_lookup_by_id(queue_id) : NULL;
-		if (meta != NULL && !queue_has_privilege(meta, QUEUE_PRIV_READ))
+		if (meta == NULL ? !superuser() : !queue_has_privilege(meta, QUEUE_PRIV_READ))
 			continue;
 		values[0] = Int32GetDatum(copy.pid);
 		values[1] = CStringGetTextDatum(consumer_name);

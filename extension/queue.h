@@ -26,6 +26,7 @@ extern int	queue_max_queues;
 extern int	queue_max_workers;
 extern int	queue_max_consumers;
 extern int	queue_worker_idle_timeout;
+extern int	queue_maintenance_interval;
 extern bool queue_allow_superuser_consumers;
 
 /* validate.c: argument checks shared by every SQL-callable function */
@@ -45,6 +46,8 @@ extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
 #define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
 #define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define QUEUE_MIN_DEDUP_WINDOW_USECS	USECS_PER_SEC
+#define QUEUE_DEFAULT_DEDUP_WINDOW_USECS	(INT64CONST(5) * USECS_PER_MINUTE)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
 
 /*
@@ -122,6 +125,7 @@ typedef struct QueueMeta
 	int32		max_attempts;	/* 0: no limit */
 	int64		dead_letter_id; /* 0: none */
 	int64		retention_usecs;	/* -1: keep archived messages for ever */
+	int64		dedup_window_usecs;
 	Oid			owner;
 	int			nsenders;
 	Oid		   *senders;
@@ -155,6 +159,7 @@ typedef enum StorageStatement
 {
 	STMT_SEND,
 	STMT_SEND_BATCH,
+	STMT_SEND_WITH_ID,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
@@ -250,6 +255,16 @@ extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
 extern Oid	message_type_oid(void);
 extern void consumer_check_handler(Oid handler, Oid role);
 extern Oid	consumer_catalog_relid(void);
+extern char *consumer_owned_by(Oid role);
+
+/* dedup.c: deduplication keys */
+extern bool dedup_reserve(const QueueMeta *meta, Datum key, TimestampTz now, int64 *id);
+extern void dedup_prune(int64 queue_id, bool logged);
+extern void dedup_forget(int64 queue_id, bool logged);
+extern void dedup_set_logged(int64 queue_id, bool logged);
+
+/* maintain.c: the housekeeping of a database's queues */
+extern void queue_maintain_database(void);
 
 /* registry.c: consumers and drain workers in shared memory */
 typedef enum WorkerState
@@ -259,7 +274,7 @@ typedef enum WorkerState
 	WORKER_CLAIMING,
 	WORKER_HANDLING,
 	WORKER_COMMITTING,
-	WORKER_SURVEYING
+	WORKER_MAINTAINING
 } WorkerState;
 
 typedef struct ConsumerSlot
@@ -297,7 +312,7 @@ typedef struct ConsumerSlot
 typedef struct WorkerSlot
 {
 	bool		in_use;
-	bool		survey;			/* a survey worker, not a drain worker */
+	bool		maintenance;	/* a maintenance worker, not a drain worker */
 	uint32		generation;
 	pid_t		pid;
 	Oid			database;
@@ -327,12 +342,16 @@ extern ConsumerSlot *registry_find_consumer(Oid database, Oid catalog, int64 con
 extern void registry_set_launcher(bool running);
 extern pid_t registry_launcher_pid(void);
 extern void registry_poke_launcher(void);
-extern void registry_request_survey(Oid database);
-extern Oid	registry_next_survey(bool *all);
+extern void registry_request_maintenance(Oid database);
+extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
+extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
+extern void registry_note_database(Oid database, bool installed);
+extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
+extern void registry_stop_database_done(Oid database, bool dropped);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
