@@ -22,6 +22,9 @@
 #   restarts the server, the launcher comes back and re-creates the workers,
 #   and the ledger then holds every message exactly once: nothing lost,
 #   nothing applied twice.
+# - With too few background worker slots (max_worker_processes = 4) a
+#   consumer still drains, and the shortage is logged once per backoff, not
+#   in a loop.
 
 use strict;
 use warnings;
@@ -279,6 +282,38 @@ is( sql(qq{SELECT count(*) || ',' || count(DISTINCT id) || ',' || count(*) FILTE
 	'k9: the killed batch\'s 10 messages were handled again, once each, by another worker');
 is(sql(q{SELECT count(*) FROM queue.read('qk', 1000)}), '0',
 	'k9: nothing left to read');
+
+# --- too few background worker slots ---------------------------------------------------
+
+# max_worker_processes = 4 leaves two slots once the logical replication
+# launcher and the queue launcher run; a consumer that wants 4 workers must
+# still drain, and the shortage must be logged once per backoff, not in a
+# loop.
+note 'worker slot shortage';
+$node->stop;
+$node->append_conf('postgresql.conf', 'max_worker_processes = 4');
+$node->start;
+wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+	'shortage: the launcher runs with max_worker_processes = 4');
+make_queue('qshort');
+as_app(q{SELECT queue.subscribe('short', 'qshort', 'handler(queue.message[])', batch_size => 10,
+                                max_concurrency => 4)});
+$offset = -s $node->logfile;
+my $t_short = time;
+sql('SELECT queue.send_batch(\'qshort\', ' . payloads(1, 1000, q{'{"sleep": 0.1}'::jsonb}) . ')');
+wait_until(q{SELECT count(*) = 1000 FROM ledger WHERE consumer = 'short'},
+	'shortage: the backlog drains with the slots there are');
+my $short_secs = time - $t_short;
+is(sql(q{SELECT count(DISTINCT id) FROM ledger WHERE consumer = 'short'}),
+	'1000', 'shortage: each message once');
+my $warnings = () = slurp_file($node->logfile, $offset) =~
+  /queue launcher could not start a worker: no background worker slot is free/g;
+note sprintf('shortage: %d warnings in %.1f s', $warnings, $short_secs);
+cmp_ok($warnings, '>=', 1, 'shortage: the launcher warns that no worker slot is free');
+cmp_ok($warnings, '<=', 2 + $short_secs,
+	'shortage: at most about one warning a second (once per backoff, not in a loop)');
+ok($node->log_contains(qr/HINT:\s+Raise max_worker_processes \(now 4\)/, $offset),
+	'shortage: the hint says which setting to raise');
 
 note sprintf('011_consumer_faults took %.0f s', time - $t_start);
 $node->stop;
