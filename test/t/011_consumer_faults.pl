@@ -18,9 +18,11 @@
 #   running workers drain on while it is gone, a new launcher starts (new
 #   pid), draining goes on to the end exactly once, and a later send gets a
 #   new worker from the new launcher.
-# - kill -9 of a drain worker while its handler runs a batch: the postmaster
-#   restarts the server, the launcher comes back and re-creates the workers,
-#   and the ledger then holds every message exactly once: nothing lost,
+# - kill -9 of a drain worker while its handler is in the middle of a batch
+#   (held at a gate, an advisory lock the test holds, so there is no race;
+#   the batch's ids show in pg_locks): the postmaster restarts the server,
+#   the launcher comes back and re-creates the workers, and the ledger then
+#   holds every message exactly once, the killed batch's too: nothing lost,
 #   nothing applied twice.
 # - With too few background worker slots (max_worker_processes = 4) a
 #   consumer still drains, and the shortage is logged once per backoff, not
@@ -94,9 +96,13 @@ BEGIN
     SELECT me, m.id, (m.payload->>'n')::int, m.attempts FROM unnest(msgs) m;
     SELECT max((m.payload->>'sleep')::float8) INTO s FROM unnest(msgs) m;
     IF s > 0 THEN
-        -- shows which messages this call holds, in pg_locks
-        PERFORM pg_advisory_xact_lock_shared(m.id) FROM unnest(msgs) m;
         PERFORM pg_sleep(s);
+    END IF;
+    IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'gate') THEN
+        -- show the batch's ids in pg_locks, then wait at the gate (0, 1)
+        -- for as long as the test holds it
+        PERFORM pg_advisory_xact_lock_shared(m.id) FROM unnest(msgs) m;
+        PERFORM pg_advisory_xact_lock_shared(0, 1);
     END IF;
     IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'fail') THEN
         RAISE EXCEPTION 'handler failed on purpose';
@@ -245,26 +251,38 @@ note 'kill -9';
 make_queue('qk');
 as_app(q{SELECT queue.subscribe('k9', 'qk', 'handler(queue.message[])', batch_size => 10,
                                 max_concurrency => 2)});
-sql('SELECT queue.send_batch(\'qk\', ' . payloads(1, 300, q{'{"sleep": 0.3}'::jsonb}) . ')');
-wait_until(q{SELECT count(*) >= 30 FROM ledger WHERE consumer = 'k9'}, 'k9: draining');
-my $victim;
-ok( $node->poll_query_until(
-		'postgres',
-		q{SELECT count(*) > 0 FROM queue.workers
-		  WHERE consumer_name = 'k9' AND state = 'handling' AND batch_messages = 10}),
-	'k9: a worker is in its handler with a batch of 10');
-$victim = sql(
-	q{SELECT pid FROM queue.workers
-	  WHERE consumer_name = 'k9' AND state = 'handling' AND batch_messages = 10 LIMIT 1});
-my @inflight = split /\n/,
-  sql(qq{SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = $victim ORDER BY 1});
+sql('SELECT queue.send_batch(\'qk\', ' . payloads(1, 100) . ')');
+wait_until(q{SELECT count(*) = 100 FROM ledger WHERE consumer = 'k9'},
+	'k9: 100 messages handled and committed before the kill');
+# the next 200 stop in the handler at a gate the test holds, so that a
+# worker is caught in the middle of its batch with no race
+my $gate = $node->background_psql('postgres');
+$gate->query_safe('SELECT pg_advisory_lock(0, 1)');
+sql('SELECT queue.send_batch(\'qk\', ' . payloads(101, 200, q{'{"gate": true}'::jsonb}) . ')');
+wait_until(
+	q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	  WHERE w.consumer_name = 'k9' AND w.state = 'handling' AND w.batch_messages = 10
+	    AND a.wait_event = 'advisory'},
+	'k9: a worker waits in its handler, in the middle of a batch of 10');
+my $victim = sql(
+	q{SELECT min(pid) FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	  WHERE w.consumer_name = 'k9' AND w.state = 'handling' AND w.batch_messages = 10
+	    AND a.wait_event = 'advisory'});
+my @inflight = split /\n/, sql(
+	qq{SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+	   WHERE locktype = 'advisory' AND objsubid = 1 AND pid = $victim ORDER BY 1});
 is(scalar(@inflight), 10, 'k9: pg_locks shows the 10 messages of its batch');
+my $ids = join(',', @inflight);
+is(sql(qq{SELECT count(*) FROM ledger WHERE id IN ($ids)}), '0',
+	'k9: none of their effects has committed');
 $offset = -s $node->logfile;
 ok(kill('KILL', $victim), "k9: SIGKILL to drain worker $victim in the middle of its batch");
 $node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
 ok( $node->log_contains(qr/\(PID $victim\) was terminated by signal 9/, $offset),
 	'k9: the postmaster saw the worker die and restarts the server');
 $node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+# the crash ended the gate's session too, and with it the gate
+eval { $gate->quit; };
 wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'k9: the launcher is back after the crash restart');
 wait_until(q{SELECT count(*) = 300 FROM ledger WHERE consumer = 'k9'},
@@ -275,7 +293,6 @@ is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || min(n) || ',' |
 	'k9: every message took effect exactly once: none lost, none applied twice');
 wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qk'},
 	'k9: the queue is empty');
-my $ids = join(',', @inflight);
 is( sql(qq{SELECT count(*) || ',' || count(DISTINCT id) || ',' || count(*) FILTER (WHERE pid = $victim)
 		   FROM ledger WHERE id IN ($ids)}),
 	'10,10,0',
