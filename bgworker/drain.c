@@ -33,12 +33,14 @@
 #include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -72,6 +74,13 @@ typedef struct Batch
 	char	   *batch_error;	/* the first error, for queue.consumers */
 	int			nfailed;
 } Batch;
+
+/* What a batch did, for the consumer's counters. */
+typedef struct BatchResult
+{
+	int			failed;
+	char		error[256];		/* the first error; empty: none */
+} BatchResult;
 
 static WorkerSlot *me = NULL;
 
@@ -145,8 +154,8 @@ error_text(ErrorData *edata)
 {
 	char	   *text = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message);
 
-	if (strlen(text) > MAX_ERROR_LEN)
-		text[MAX_ERROR_LEN] = '\0';
+	/* cut between characters, never inside one */
+	text[pg_mbcliplen(text, strlen(text), MAX_ERROR_LEN)] = '\0';
 	return text;
 }
 
@@ -211,8 +220,8 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 	ArrayType  *array = construct_array(b->messages + lo, hi - lo, b->message_type,
 										-1, false, TYPALIGN_DOUBLE);
 
+	/* the handler runs in the subtransaction's memory, freed with it */
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
 		LOCAL_FCINFO(fcinfo, 1);
@@ -226,6 +235,9 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a timeout that fired as the handler returned must not cancel the settling */
+		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+			QueryCancelPending = false;
 		/* a SET in the handler (even SET ROLE) must not outlive its batch */
 		AtEOXact_GUC(false, guc_level);
 		if (!fcinfo->isnull && b->returns_ids)
@@ -361,6 +373,9 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 			wakeup_wait_key(&key, seen, deadline);
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* after a restart: count once, so the launcher knows when delays end */
+	if (n == 0 && !counters_hidden_known(meta->id))
+		queue_count_once(meta);
 	owner_context_exit(&ctx);
 
 	b->n = n;
@@ -392,7 +407,7 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
  * (0: none there), or a BATCH_ code when the worker should stop.
  */
 static int
-run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
+run_batch(int64 consumer_id, int tokens, BatchResult *result)
 {
 	ConsumerConfig *cfg;
 	QueueMeta	meta;
@@ -436,6 +451,7 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 	if (n == 0)
 	{
 		commit_xact();
+		worker_set_state(me, WORKER_WAITING, 0);
 		return 0;
 	}
 
@@ -445,9 +461,13 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 
 	worker_set_state(me, WORKER_COMMITTING, n);
 	settle_batch(&b, &meta, cfg);
+	result->failed = b.nfailed;
+	if (b.batch_error != NULL)
+		copy_clipped(result->error, b.batch_error, sizeof(result->error));
 	commit_xact();
-
-	consumer_count_batch(slot, n - b.nfailed, b.nfailed, b.batch_error);
+	/* advisory locks a handler took for the session end with its batch */
+	LockReleaseAll(USER_LOCKMETHOD, true);
+	worker_set_state(me, WORKER_WAITING, 0);
 	SpinLockAcquire(&me->mutex);
 	me->batches++;
 	me->messages += n;
@@ -456,19 +476,122 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 }
 
 /*
+ * The worker's consumer slot, found again under the registry lock each time
+ * it is used: between two uses the consumer may have been dropped and its
+ * slot given to another.
+ */
+static ConsumerSlot *
+find_my_consumer(void)
+{
+	return registry_find_consumer(me->database, me->catalog, me->consumer_id);
+}
+
+/* A copy of the consumer's slot; false when it is gone or paused. */
+static bool
+copy_my_consumer(ConsumerSlot *copy)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	c = find_my_consumer();
+	if (c != NULL)
+		*copy = *c;
+	registry_unlock();
+	return c != NULL && !copy->paused;
+}
+
+static void
+note_error(const char *error)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		consumer_note_error(c, error);
+	registry_unlock();
+}
+
+/* Takes tokens from the consumer's rate limit: see consumer_take_tokens. */
+static int
+take_tokens(int want, int64 *wait_usecs)
+{
+	ConsumerSlot *c;
+	int			granted = 0;
+
+	*wait_usecs = 0;
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		granted = consumer_take_tokens(c, want, wait_usecs);
+	registry_unlock();
+	return granted;
+}
+
+/*
+ * Counts a batch, gives back the tokens it did not use, and asks the
+ * launcher for another worker when the batch was full.
+ */
+static void
+report_batch(int tokens, int claimed, const BatchResult *r, bool full)
+{
+	ConsumerSlot *c;
+	bool		poke = false;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (claimed < tokens)
+			consumer_return_tokens(c, tokens - claimed);
+		if (claimed > 0)
+			consumer_count_batch(c, claimed - r->failed, r->failed,
+								 r->error[0] ? r->error : NULL);
+		if (full && !c->want_more && registry_count_workers(c) < c->max_concurrency)
+			poke = c->want_more = true;
+	}
+	registry_unlock();
+	if (poke)
+		registry_poke_launcher();
+}
+
+/*
+ * The worker leaves: its consumer is gone (the launcher must not start
+ * another before maintenance catches up), or it was idle, having last
+ * looked at wakeup sequence seen.
+ */
+static void
+report_leaving(int why, uint64 seen)
+{
+	ConsumerSlot *c;
+
+	registry_lock(true);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (why == BATCH_GONE)
+			c->in_use = false;
+		else if (why == 0)
+		{
+			c->idle_seq = seen;
+			c->seen_idle = true;
+		}
+	}
+	registry_unlock();
+	if (why < 0)
+		registry_request_maintenance(MyDatabaseId);
+}
+
+/*
  * Runs a batch; an error outside the handler (the handler was dropped, the
  * queue's tables are gone, ...) ends the worker after it is logged and
  * shown in queue.consumers, and the launcher backs off before the next.
  */
 static int
-run_batch_guarded(ConsumerSlot *slot, int tokens)
+run_batch_guarded(int tokens, BatchResult *r)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
-		n = run_batch(slot, me->consumer_id, tokens);
+		n = run_batch(me->consumer_id, tokens, r);
 	}
 	PG_CATCH();
 	{
@@ -476,7 +599,7 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		consumer_note_error(slot, error_text(edata));
+		note_error(error_text(edata));
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
@@ -489,31 +612,6 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-/* The consumer's slot, or NULL when it is gone or paused. */
-static ConsumerSlot *
-my_consumer(void)
-{
-	ConsumerSlot *c;
-
-	registry_lock(false);
-	c = registry_find_consumer(me->database, me->catalog, me->consumer_id);
-	if (c != NULL && c->paused)
-		c = NULL;
-	registry_unlock();
-	return c;
-}
-
-/* Asks the launcher for another worker when a full batch says there is more. */
-static void
-ask_for_help(ConsumerSlot *c)
-{
-	if (!c->want_more && registry_count_workers(c) < c->max_concurrency)
-	{
-		c->want_more = true;
-		registry_poke_launcher();
-	}
-}
-
 static void
 drain(void)
 {
@@ -521,12 +619,12 @@ drain(void)
 
 	for (;;)
 	{
-		ConsumerSlot *c;
+		ConsumerSlot c;
 		int			tokens;
 		int64		wait_usecs;
 		uint64		seen;
 		int			n;
-		SlotKey		key;
+		BatchResult r = {0};
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -534,58 +632,39 @@ drain(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if ((c = my_consumer()) == NULL)
+		if (!copy_my_consumer(&c) || registry_worker_is_surplus(me, &c))
 			return;
-		key = c->queue;
-		tokens = consumer_take_tokens(c, c->batch_size, &wait_usecs);
+		tokens = take_tokens(c.batch_size, &wait_usecs);
 		if (tokens == 0)
 		{
-			worker_set_state(me, WORKER_WAITING, 0);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(wait_usecs / 1000, 1), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			continue;
 		}
 
-		seen = wakeup_sequence_key(&key);
-		n = run_batch_guarded(c, tokens);
+		seen = wakeup_sequence_key(&c.queue);
+		n = run_batch_guarded(tokens, &r);
+		report_batch(tokens, Max(n, 0), &r, n >= c.batch_size);
 		if (n < 0)
 		{
-			/*
-			 * Tell the launcher at once, so that it starts no worker in the
-			 * moment before maintenance brings the registry up to date.
-			 */
-			registry_lock(true);
-			if (n == BATCH_PAUSED)
-				c->paused = true;
-			else if (n == BATCH_GONE)
-				c->in_use = false;
-			registry_unlock();
-			registry_request_maintenance(MyDatabaseId);
+			report_leaving(n, seen);
 			return;
 		}
-		if (n < tokens)
-			consumer_return_tokens(c, tokens - n);
 		if (n > 0)
 		{
 			last_work = GetCurrentTimestamp();
-			if (n >= c->batch_size)
-				ask_for_help(c);
 			continue;
 		}
 
 		/* nothing there: wait for a commit, or go when idle too long */
-		worker_set_state(me, WORKER_WAITING, 0);
 		pgstat_report_activity(STATE_IDLE, "waiting for messages");
 		if (GetCurrentTimestamp() >= last_work + (int64) queue_worker_idle_timeout * 1000)
 		{
-			registry_lock(true);
-			c->idle_seq = seen;
-			c->seen_idle = true;
-			registry_unlock();
+			report_leaving(0, seen);
 			return;
 		}
-		wakeup_wait_key(&key, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
+		wakeup_wait_key(&c.queue, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
 	}
 }
 
@@ -649,6 +728,8 @@ queue_worker_main(Datum main_arg)
 		worker_set_state(me, WORKER_MAINTAINING, 0);
 		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
 		pgstat_report_appname("queue maintenance");
+		/* a DROP EXTENSION still open must not hold up every database's turn */
+		SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
 		maintain_database();
 		me->worked = true;
 		proc_exit(0);

@@ -15,9 +15,11 @@
  * limit and its counters.
  *
  * Worker slots: one per possible background worker.  Only the launcher
- * reserves a slot (before it registers the worker, so the cap on drain
- * workers is exact); the worker releases it when it exits, and the launcher
- * also releases the slot of a worker the postmaster reports gone.  A
+ * reserves a slot (before it registers the worker) and frees it (when the
+ * postmaster reports the worker gone), so a slot is taken for as long as
+ * its process may exist and the cap on drain workers is exact.  A worker
+ * marks its slot exited as it goes, which is all a restarted launcher,
+ * without the handles of the workers of the one before, can go by.  A
  * generation number tells a reused slot from the one a worker was given.
  *
  * Locking: one LWLock guards membership of both arrays; the fields a slot's
@@ -26,6 +28,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -202,6 +205,15 @@ registry_request_maintenance(Oid database)
 		registry->maintain_all = true;
 	LWLockRelease(registry->lock);
 	registry_poke_launcher();
+}
+
+/* Asks for maintenance of every database (a launcher that starts afresh). */
+void
+registry_request_maintenance_all(void)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	registry->maintain_all = true;
+	LWLockRelease(registry->lock);
 }
 
 /*
@@ -384,7 +396,10 @@ registry_stop_database(Oid database)
 		WorkerSlot *w = &registry->workers[i];
 
 		if (w->in_use && w->database == database && w->pid != 0)
+		{
+			w->stopping = true;
 			kill(w->pid, SIGTERM);
+		}
 	}
 	LWLockRelease(registry->lock);
 }
@@ -464,6 +479,8 @@ registry_reserve_worker(Oid database, const ConsumerSlot *consumer)
 		w->batches = w->messages = 0;
 		w->worked = false;
 		w->failed = false;
+		w->stopping = false;
+		w->exited = false;
 		found = i;
 	}
 	LWLockRelease(registry->lock);
@@ -486,16 +503,22 @@ registry_release_worker(int index, uint32 generation)
 }
 
 static void
-release_my_worker(int code pg_attribute_unused(), Datum arg)
+mark_my_worker_exited(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	if (my_worker == NULL)
 		return;
-	/* dying in a batch (an error, FATAL in the handler): the launcher backs off */
-	if (my_worker->state != WORKER_WAITING && my_worker->state != WORKER_STARTING &&
-		my_worker->state != WORKER_MAINTAINING)
+	/*
+	 * Dying in a batch (FATAL in the handler, say) is a failure, unless the
+	 * worker was stopped on purpose: the launcher backs off.  Voluntary
+	 * exits leave the state at WORKER_WAITING.
+	 */
+	if ((my_worker->state == WORKER_CLAIMING || my_worker->state == WORKER_HANDLING ||
+		 my_worker->state == WORKER_COMMITTING) && !my_worker->stopping)
 		my_worker->failed = true;
-	registry_release_worker(DatumGetInt32(arg), my_worker->generation);
+	my_worker->pid = 0;
+	my_worker->exited = true;
 	my_worker = NULL;
+	registry_poke_launcher();
 }
 
 /*
@@ -516,8 +539,43 @@ registry_attach_worker(int index, uint32 generation)
 	if (!ok)
 		return NULL;
 	my_worker = w;
-	before_shmem_exit(release_my_worker, Int32GetDatum(index));
+	before_shmem_exit(mark_my_worker_exited, (Datum) 0);
 	return w;
+}
+
+/*
+ * Whether a drain worker is one too many, now that its consumer's
+ * max_concurrency or queue.max_workers was lowered: the workers with the
+ * highest slots go first, so exactly the surplus leaves.
+ */
+bool
+registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer)
+{
+	int			mine_above = 0;
+	int			all_above = 0;
+	int			mine = 0;
+	int			all = 0;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < nworker_slots; i++)
+	{
+		WorkerSlot *w = &registry->workers[i];
+		bool		same;
+
+		if (!w->in_use || w->maintenance || w->exited)
+			continue;
+		same = w->database == consumer->database && w->consumer_id == consumer->consumer_id;
+		all++;
+		mine += same;
+		if (w > me)
+		{
+			all_above++;
+			mine_above += same;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return (mine > consumer->max_concurrency && mine_above < mine - consumer->max_concurrency) ||
+		(all > queue_max_workers && all_above < all - queue_max_workers);
 }
 
 void
@@ -558,12 +616,23 @@ worker_state_name(WorkerState state)
 
 /* ---- what a consumer's workers share ------------------------------------ */
 
+/* Copies text into a buffer of size bytes, cut between characters. */
+void
+copy_clipped(char *dst, const char *src, int size)
+{
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 /*
- * Takes up to "want" tokens from the consumer's bucket.  The bucket holds
- * at most one batch and refills at rate_limit per second, so a consumer
- * never runs more than its rate over any window longer than one batch's
- * worth.  Returns the tokens granted; when none, *wait_usecs says how long
- * until one is there.
+ * Takes "want" tokens (at most a batch) from the consumer's bucket, or
+ * none.  The bucket holds at most one batch and refills at rate_limit per
+ * second, so a consumer never runs more than its rate over any window
+ * longer than one batch's worth, and its batches stay full.  Returns the
+ * tokens granted; when none, *wait_usecs says how long until they are
+ * there.
  */
 int
 consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs)
@@ -581,9 +650,10 @@ consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs)
 	c->tokens = Min((double) c->batch_size,
 					c->tokens + c->rate_limit * (double) (now - c->refilled_at) / USECS_PER_SEC);
 	c->refilled_at = now;
-	granted = (int) Min((double) want, c->tokens);
-	if (granted < 1)
-		*wait_usecs = (int64) ((1.0 - c->tokens) * USECS_PER_SEC / c->rate_limit) + 1;
+	want = Min(want, c->batch_size);
+	granted = c->tokens >= want ? want : 0;
+	if (granted == 0)
+		*wait_usecs = (int64) ((want - c->tokens) * USECS_PER_SEC / c->rate_limit) + 1;
 	else
 		c->tokens -= granted;
 	SpinLockRelease(&c->mutex);
@@ -613,7 +683,7 @@ consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error
 	c->failures += failed;
 	if (error != NULL)
 	{
-		strlcpy(c->last_error, error, sizeof(c->last_error));
+		copy_clipped(c->last_error, error, sizeof(c->last_error));
 		c->last_error_at = GetCurrentTimestamp();
 	}
 	if (c->rate_second[i] != second)
@@ -630,7 +700,7 @@ void
 consumer_note_error(ConsumerSlot *c, const char *error)
 {
 	SpinLockAcquire(&c->mutex);
-	strlcpy(c->last_error, error, sizeof(c->last_error));
+	copy_clipped(c->last_error, error, sizeof(c->last_error));
 	c->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&c->mutex);
 }

@@ -55,6 +55,8 @@ PG_FUNCTION_INFO_V1(queue_worker_stats);
 #define MAX_BATCH_WINDOW			(INT64CONST(5) * USECS_PER_MINUTE)
 #define MAX_CONCURRENCY				1000
 #define MAX_RATE_LIMIT				1000000.0
+/* a failing message retried at once would keep a worker spinning */
+#define MIN_RETRY_BACKOFF			(INT64CONST(10) * 1000)
 
 #define CONSUMER_COLUMNS "id, name, queue_id, handler, owner, batch_size, batch_window," \
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
@@ -68,7 +70,9 @@ consumer_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	if (!maintain_at_commit)
 		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	/* at PREPARE too: COMMIT PREPARED runs no callback of ours */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
 		registry_request_maintenance(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
@@ -180,7 +184,11 @@ consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 	return n;
 }
 
-/* The consumer named by an argument, or NULL with missing_ok. */
+/*
+ * The consumer named by an argument, or NULL with missing_ok; its row is
+ * locked, so that concurrent changes of one consumer do not overwrite each
+ * other.
+ */
 static ConsumerConfig *
 consumer_by_name(const char *name, bool missing_ok)
 {
@@ -191,7 +199,7 @@ consumer_by_name(const char *name, bool missing_ok)
 	bool		found;
 
 	owner_context_enter(&ctx);
-	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer WHERE name = $1",
+	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer WHERE name = $1 FOR UPDATE",
 			1, &type, &arg, NULL);
 	found = SPI_processed > 0;
 	if (found)
@@ -289,6 +297,12 @@ check_owner(Oid role)
 	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 	super = ((Form_pg_authid) GETSTRUCT(tup))->rolsuper;
 	ReleaseSysCache(tup);
+	if (queue_database_aclcheck(MyDatabaseId, role, ACL_CONNECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" cannot own a consumer because it may not connect to this database",
+						GetUserNameFromId(role, false)),
+				 errdetail("Drain workers connect as the consumer's owner; its connection limits apply to them too.")));
 	if (!canlogin)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -367,7 +381,7 @@ settings_args(FunctionCallInfo fcinfo, int first, ConsumerConfig *c)
 		c->max_attempts = max_attempts_arg(fcinfo, first + 4);
 	if (!PG_ARGISNULL(first + 5))
 		c->retry_backoff_usecs = interval_arg_usecs(fcinfo, first + 5, "retry_backoff",
-													0, QUEUE_MAX_DELAY_USECS, -1);
+													MIN_RETRY_BACKOFF, QUEUE_MAX_DELAY_USECS, -1);
 	if (!PG_ARGISNULL(first + 6))
 		c->handler_timeout_usecs = interval_arg_usecs(fcinfo, first + 6, "handler_timeout",
 													  USECS_PER_SEC / 1000,
@@ -751,7 +765,8 @@ queue_worker_stats(PG_FUNCTION_ARGS)
 		bool		nulls[9] = {0};
 
 		registry_lock(false);
-		if (!w->in_use || w->maintenance || w->pid == 0 || w->database != MyDatabaseId)
+		if (!w->in_use || w->maintenance || w->exited || w->pid == 0 ||
+			w->database != MyDatabaseId)
 		{
 			registry_unlock();
 			continue;

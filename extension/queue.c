@@ -16,6 +16,7 @@
 
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -102,25 +103,43 @@ define_settings(void)
 	queue_reserve_guc_prefix("queue");
 }
 
-/* The database a command needs without other sessions, or InvalidOid. */
+/*
+ * The database a command needs without other sessions, or InvalidOid.
+ * Only for a caller who owns what the command changes (else the command
+ * fails its own check, and nobody may stop workers that way).
+ */
 static Oid
 database_to_quiet(Node *stmt)
 {
 	const char *name = NULL;
 	ListCell   *lc;
+	Oid			db;
 
 	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
 	{
 		foreach(lc, ((DropStmt *) stmt)->objects)
 		{
-			if (strcmp(strVal(lfirst(lc)), "queue") == 0)
+			Oid			ext;
+
+			if (strcmp(strVal(lfirst(lc)), "queue") == 0 &&
+				OidIsValid(ext = get_extension_oid("queue", true)) &&
+				queue_extension_ownercheck(ext, GetUserId()))
 				return MyDatabaseId;
 		}
+		return InvalidOid;
 	}
-	else if (IsA(stmt, DropdbStmt))
+	if (IsA(stmt, DropdbStmt))
 		name = ((DropdbStmt *) stmt)->dbname;
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
 		name = ((RenameStmt *) stmt)->subname;
+	else if (IsA(stmt, AlterDatabaseStmt))
+	{
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+		{
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				name = ((AlterDatabaseStmt *) stmt)->dbname;
+		}
+	}
 	else if (IsA(stmt, CreatedbStmt))
 	{
 		foreach(lc, ((CreatedbStmt *) stmt)->options)
@@ -131,7 +150,10 @@ database_to_quiet(Node *stmt)
 				name = defGetString(opt);
 		}
 	}
-	return name ? get_database_oid(name, true) : InvalidOid;
+	if (name == NULL || !OidIsValid(db = get_database_oid(name, true)) ||
+		!queue_database_ownercheck(db, GetUserId()))
+		return InvalidOid;
+	return db;
 }
 
 /* DROP ROLE of a consumer's owner would leave the consumer unable to run. */

@@ -292,6 +292,7 @@ typedef struct ConsumerSlot
 	uint64		idle_seq;		/* queue's wakeup sequence when a worker went idle */
 	bool		seen_idle;
 	bool		want_more;		/* a worker found a full batch: add one */
+	TimestampTz wake_at;		/* a hidden message is visible again then */
 	TimestampTz next_start;		/* start no worker before (backoff) */
 	int			start_failures;
 	/* shared by the consumer's workers, under mutex */
@@ -321,6 +322,8 @@ typedef struct WorkerSlot
 	TimestampTz started_at;
 	bool		worked;			/* connected: not a failed start */
 	bool		failed;			/* ended by an error: back off */
+	bool		stopping;		/* stopped on purpose: not a failure */
+	bool		exited;			/* gone or going: only the launcher frees the slot */
 	slock_t		mutex;			/* guards the fields below */
 	WorkerState state;
 	TimestampTz batch_started_at;
@@ -343,6 +346,7 @@ extern void registry_set_launcher(bool running);
 extern pid_t registry_launcher_pid(void);
 extern void registry_poke_launcher(void);
 extern void registry_request_maintenance(Oid database);
+extern void registry_request_maintenance_all(void);
 extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
@@ -357,12 +361,14 @@ extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
 extern void registry_release_worker(int index, uint32 generation);
 extern WorkerSlot *registry_attach_worker(int index, uint32 generation);
+extern bool registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer);
 extern void worker_set_state(WorkerSlot *w, WorkerState state, int batch_messages);
 extern const char *worker_state_name(WorkerState state);
 extern int	consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs);
 extern void consumer_return_tokens(ConsumerSlot *c, int unused);
 extern void consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error);
 extern void consumer_note_error(ConsumerSlot *c, const char *error);
+extern void copy_clipped(char *dst, const char *src, int size);
 extern double consumer_observed_rate(ConsumerSlot *c);
 
 /* launcher.c and drain.c: the background workers */
@@ -373,6 +379,7 @@ extern SlotKey queue_slot_key(int64 queue_id);
 extern uint64 wakeup_sequence_key(const SlotKey *key);
 extern void wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline);
 extern bool queue_has_work(const SlotKey *key, uint64 since_seq, bool poke_launcher);
+extern TimestampTz queue_next_visible(const SlotKey *key);
 
 
 #endif							/* QUEUE_H */
