@@ -386,14 +386,10 @@ my $t_lower = (split /\n/,
 sql(q{SELECT sample_workers('lower_mc', 1e9::bigint, 5)});
 cmp_ok(sql(q{SELECT messages FROM queue.queues WHERE queue_name = 'qlow'}),
 	'>', 0, 'lower: the backlog lasts through the samples');
-TODO:
-{
-	local $TODO = 'B5 in /work/notes/consumer-bugs.md';
-	cmp_ok(
-		sql(qq{SELECT max((by_consumer->>'lower')::int) FROM samples
-		       WHERE phase = 'lower_mc' AND at > timestamptz '$t_lower' + interval '2 s'}),
-		'<=', 1, 'lower: 2 s after max_concurrency drops to 1, one worker is left');
-}
+cmp_ok(
+	sql(qq{SELECT max((by_consumer->>'lower')::int) FROM samples
+	       WHERE phase = 'lower_mc' AND at > timestamptz '$t_lower' + interval '2 s'}),
+	'<=', 1, 'lower: 2 s after max_concurrency drops to 1, one worker is left');
 as_app(q{SELECT queue.alter_consumer('lower', max_concurrency => 3)});
 wait_until(q{SELECT count(*) = 3 FROM queue.workers WHERE consumer_name = 'lower'},
 	'lower: back to 3 workers');
@@ -404,14 +400,10 @@ my $t_reload = sql(q{SELECT clock_timestamp()});
 sql(q{SELECT sample_workers('lower_mw', 1e9::bigint, 5)});
 cmp_ok(sql(q{SELECT messages FROM queue.queues WHERE queue_name = 'qlow'}),
 	'>', 0, 'lower: the backlog still lasts');
-TODO:
-{
-	local $TODO = 'B5 in /work/notes/consumer-bugs.md';
-	cmp_ok(
-		sql(qq{SELECT max(pgsa) FROM samples
-		       WHERE phase = 'lower_mw' AND at > timestamptz '$t_reload' + interval '2 s'}),
-		'<=', 1, 'lower: 2 s after queue.max_workers drops to 1, one drain worker is left');
-}
+cmp_ok(
+	sql(qq{SELECT max(pgsa) FROM samples
+	       WHERE phase = 'lower_mw' AND at > timestamptz '$t_reload' + interval '2 s'}),
+	'<=', 1, 'lower: 2 s after queue.max_workers drops to 1, one drain worker is left');
 $node->append_conf('postgresql.conf', 'queue.max_workers = 3');
 $node->reload;
 wait_until(q{SELECT current_setting('queue.max_workers') = '3'}, 'queue.max_workers is 3 again');

@@ -179,7 +179,7 @@ as_app(q{SELECT queue.unsubscribe('poison')});
 note 'handler_timeout';
 make_queue('qslow', 'qslow_dlq');
 as_app(q{SELECT queue.subscribe('slow', 'qslow', 'handler(queue.message[])', batch_size => 1,
-                                max_attempts => 2, retry_backoff => '0', handler_timeout => '1s')});
+                                max_attempts => 2, retry_backoff => '10ms', handler_timeout => '1s')});
 my $t_slow = time;
 sql(q{SELECT queue.send('qslow', '{"n": 1, "sleep": 3600}')});
 wait_until(
