@@ -9,7 +9,8 @@
 #   superuser may not subscribe unless queue.allow_superuser_consumers is on,
 #   and a superuser's consumer stops running when it is turned off again;
 # - at low load a committed send reaches a waiting worker's handler within a
-#   second, and the same idle worker takes every send;
+#   second, and the same idle worker takes every send; waiting, it shows in
+#   pg_stat_activity as idle in the extension's wait event;
 # - DROP DATABASE of a database whose consumers have busy and idle workers
 #   succeeds, and nothing is started there afterwards;
 # - sampled every few milliseconds while backlogs drain, the drain workers
@@ -294,6 +295,10 @@ cmp_ok(median(@lat), '<', 1.0,
 	'a send reaches a waiting worker\'s handler within a second (median of five)');
 is(sql(q{SELECT count(DISTINCT pid) FROM ledger WHERE consumer = 'fast'}),
 	'1', 'the same idle worker took every send: it waited instead of exiting');
+wait_until(
+	q{SELECT wait_event_type = 'Extension' AND state = 'idle' FROM pg_stat_activity
+	  WHERE application_name = 'queue consumer fast'},
+	'the waiting worker shows in pg_stat_activity as idle, in the extension\'s wait event');
 as_app(q{SELECT queue.unsubscribe('fast')});
 wait_no_workers('unsubscribe ends the waiting worker');
 

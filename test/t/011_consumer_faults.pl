@@ -183,11 +183,9 @@ as_app(q{SELECT queue.subscribe('slow', 'qslow', 'handler(queue.message[])', bat
 my $t_slow = time;
 sql(q{SELECT queue.send('qslow', '{"n": 1, "sleep": 3600}')});
 wait_until(
-	q{SELECT count(*) = 1 FROM pg_stat_activity
-	  WHERE application_name = 'queue consumer slow' AND wait_event = 'PgSleep'},
-	'timeout: the handler sleeps in pg_sleep');
-is(sql(q{SELECT state FROM queue.workers WHERE consumer_name = 'slow'}),
-	'handling', 'timeout: queue.workers shows the worker handling');
+	q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	  WHERE w.consumer_name = 'slow' AND w.state = 'handling' AND a.wait_event = 'PgSleep'},
+	'timeout: the handler sleeps in pg_sleep; queue.workers shows the worker handling');
 wait_until(q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qslow_dlq'},
 	'timeout: the message ends in the dead-letter queue');
 my $slow_elapsed = time - $t_slow;
