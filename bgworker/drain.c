@@ -1,9 +1,8 @@
 /*
  * drain.c
- *    The dynamic background workers the launcher starts: drain workers,
- *    which run one consumer's batches through its handler, and maintenance
- *    workers, which copy one database's consumer catalog into the registry
- *    and do the housekeeping of its queues (maintain.c).
+ *    The dynamic background workers the launcher starts: their common entry
+ *    point, and drain workers, which run one consumer's batches through its
+ *    handler.  (Maintenance workers are in maintenance.c.)
  *
  * A drain worker connects as the consumer's owner and loops: take tokens
  * from the consumer's rate limit, start a transaction, claim up to a batch
@@ -30,7 +29,6 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
@@ -85,66 +83,19 @@ typedef struct BatchResult
 static WorkerSlot *me = NULL;
 
 /* A worker's transaction, with the snapshot SPI needs around it. */
-static void
-begin_xact(void)
+void
+bgworker_begin_xact(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
-static void
-commit_xact(void)
+void
+bgworker_commit_xact(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-}
-
-/* ---- maintenance --------------------------------------------------------- */
-
-/* Copies this database's consumers into the registry, then maintains its queues. */
-static void
-maintain_database(void)
-{
-	Oid			consumer_catalog = InvalidOid;
-	ConsumerSlot *fresh = NULL;
-	int			n = 0;
-	int			stored;
-
-	begin_xact();
-	if (OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)) &&
-		OidIsValid(consumer_catalog = consumer_catalog_relid()))
-	{
-		ConsumerConfig *configs;
-		OwnerContext ctx;
-
-		owner_context_enter(&ctx);
-		n = consumer_catalog_load(0, &configs);
-		owner_context_exit(&ctx);
-		fresh = palloc0(sizeof(ConsumerSlot) * Max(n, 1));
-		for (int i = 0; i < n; i++)
-		{
-			fresh[i].consumer_id = configs[i].id;
-			strlcpy(fresh[i].name, configs[i].name, NAMEDATALEN);
-			fresh[i].queue = queue_slot_key(configs[i].queue_id);
-			fresh[i].owner = configs[i].owner;
-			fresh[i].max_concurrency = configs[i].max_concurrency;
-			fresh[i].paused = configs[i].paused;
-			fresh[i].rate_limit = configs[i].rate_limit;
-			fresh[i].batch_size = configs[i].batch_size;
-		}
-	}
-	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);
-	registry_note_database(MyDatabaseId, OidIsValid(consumer_catalog));
-	if (OidIsValid(consumer_catalog))
-		queue_maintain_database();
-	if (stored < n)
-		ereport(WARNING,
-				(errmsg("queue: %d consumers of database \"%s\" do not fit in shared memory and will not run",
-						n - stored, get_database_name(MyDatabaseId)),
-				 errhint("Raise queue.max_consumers (now %d) and restart the server.",
-						 queue_max_consumers)));
-	commit_xact();
 }
 
 /* ---- one batch ----------------------------------------------------------- */
@@ -416,10 +367,10 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 	OwnerContext ctx;
 	int			n;
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 	{
-		commit_xact();
+		bgworker_commit_xact();
 		return BATCH_GONE;
 	}
 	owner_context_enter(&ctx);
@@ -427,7 +378,7 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 	owner_context_exit(&ctx);
 	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
 	{
-		commit_xact();
+		bgworker_commit_xact();
 		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
 	}
 	meta = *cached;
@@ -450,7 +401,7 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size));
 	if (n == 0)
 	{
-		commit_xact();
+		bgworker_commit_xact();
 		worker_set_state(me, WORKER_WAITING, 0);
 		return 0;
 	}
@@ -464,7 +415,7 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 	result->failed = b.nfailed;
 	if (b.batch_error != NULL)
 		copy_clipped(result->error, b.batch_error, sizeof(result->error));
-	commit_xact();
+	bgworker_commit_xact();
 	/* advisory locks a handler took for the session end with its batch */
 	LockReleaseAll(USER_LOCKMETHOD, true);
 	worker_set_state(me, WORKER_WAITING, 0);
@@ -689,21 +640,23 @@ connect_as_owner(void)
 		return false;
 
 	BackgroundWorkerInitializeConnectionByOid(me->database, owner, 0);
+	me->worked = true;			/* connected: a failure from here on is ours to report */
 	appname = psprintf("queue consumer %s", name);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(appname);
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (superuser() && !queue_allow_superuser_consumers)
 	{
 		consumer_note_error(c, "the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it");
 		ereport(LOG,
 				(errmsg("queue consumer \"%s\" not started: its owner is a superuser", name),
 				 errhint("Set queue.allow_superuser_consumers = on, or subscribe as an ordinary role.")));
-		commit_xact();
+		bgworker_commit_xact();
+		me->failed = true;
 		return false;
 	}
-	commit_xact();
+	bgworker_commit_xact();
 	return true;
 }
 
@@ -725,19 +678,12 @@ queue_worker_main(Datum main_arg)
 
 	if (me->maintenance)
 	{
-		worker_set_state(me, WORKER_MAINTAINING, 0);
-		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
-		pgstat_report_appname("queue maintenance");
-		/* a DROP EXTENSION still open must not hold up every database's turn */
-		SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
-		maintain_database();
-		me->worked = true;
+		maintenance_worker_run(me);
 		proc_exit(0);
 	}
 
 	if (connect_as_owner())
 	{
-		me->worked = true;
 		worker_set_state(me, WORKER_WAITING, 0);
 		drain();
 	}

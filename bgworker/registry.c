@@ -12,7 +12,7 @@
  * queue.maintenance_interval for the databases the extension is installed
  * in, which the maintenance workers note here.  Slots also carry what must
  * be shared by all of a consumer's workers: the token bucket of its rate
- * limit and its counters.
+ * limit (ratelimit.c) and its counters.
  *
  * Worker slots: one per possible background worker.  Only the launcher
  * reserves a slot (before it registers the worker) and frees it (when the
@@ -342,11 +342,11 @@ registry_databases(Oid *databases, int max)
 }
 
 /*
- * Finds a consumer, in any database, owned by a role; returns false when
- * there is none.
+ * Finds a consumer, in any database but skip_database, owned by a role;
+ * returns false when there is none.
  */
 bool
-registry_consumer_of_owner(Oid role, char *name, Oid *database)
+registry_consumer_of_owner(Oid role, Oid skip_database, char *name, Oid *database)
 {
 	bool		found = false;
 
@@ -355,7 +355,7 @@ registry_consumer_of_owner(Oid role, char *name, Oid *database)
 	{
 		ConsumerSlot *c = &registry->consumers[i];
 
-		if (c->in_use && c->owner == role)
+		if (c->in_use && c->owner == role && c->database != skip_database)
 		{
 			strlcpy(name, c->name, NAMEDATALEN);
 			*database = c->database;
@@ -410,7 +410,7 @@ registry_stop_database(Oid database)
  * database when it was dropped.
  */
 void
-registry_stop_database_done(Oid database, bool dropped)
+registry_stop_database_done(Oid database, bool dropped, bool maintain)
 {
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (registry->blocked_database == database)
@@ -421,8 +421,10 @@ registry_stop_database_done(Oid database, bool dropped)
 		registry_forget_database(database);
 		registry_note_database(database, false);
 	}
-	else
+	else if (maintain)
 		registry_request_maintenance(database);
+	else
+		registry_poke_launcher();
 }
 
 bool
@@ -624,50 +626,6 @@ copy_clipped(char *dst, const char *src, int size)
 
 	memcpy(dst, src, len);
 	dst[len] = '\0';
-}
-
-/*
- * Takes "want" tokens (at most a batch) from the consumer's bucket, or
- * none.  The bucket holds at most one batch and refills at rate_limit per
- * second, so a consumer never runs more than its rate over any window
- * longer than one batch's worth, and its batches stay full.  Returns the
- * tokens granted; when none, *wait_usecs says how long until they are
- * there.
- */
-int
-consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	int			granted;
-
-	*wait_usecs = 0;
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit <= 0)
-	{
-		SpinLockRelease(&c->mutex);
-		return want;
-	}
-	c->tokens = Min((double) c->batch_size,
-					c->tokens + c->rate_limit * (double) (now - c->refilled_at) / USECS_PER_SEC);
-	c->refilled_at = now;
-	want = Min(want, c->batch_size);
-	granted = c->tokens >= want ? want : 0;
-	if (granted == 0)
-		*wait_usecs = (int64) ((want - c->tokens) * USECS_PER_SEC / c->rate_limit) + 1;
-	else
-		c->tokens -= granted;
-	SpinLockRelease(&c->mutex);
-	return Max(granted, 0);
-}
-
-/* Gives back tokens a claim did not use. */
-void
-consumer_return_tokens(ConsumerSlot *c, int unused)
-{
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit > 0)
-		c->tokens = Min((double) c->batch_size, c->tokens + unused);
-	SpinLockRelease(&c->mutex);
 }
 
 /* Counts a committed batch. */

@@ -16,6 +16,7 @@
 
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -176,7 +177,10 @@ refuse_dropping_owners(DropRoleStmt *stmt)
 		/* this database's catalog, then what the registry knows of the others */
 		if ((here = consumer_owned_by(roleid)) != NULL)
 			strlcpy(consumer, here, NAMEDATALEN);
-		if (here != NULL || registry_consumer_of_owner(roleid, consumer, &database))
+		/* (the registry may not have caught up with this database yet) */
+		if (here != NULL ||
+			registry_consumer_of_owner(roleid, OidIsValid(get_namespace_oid("queue_internal", true)) ?
+									   MyDatabaseId : InvalidOid, consumer, &database))
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 					 errmsg("role \"%s\" cannot be dropped because it owns consumer \"%s\"",
@@ -207,12 +211,14 @@ queue_utility(QUEUE_UTILITY_ARGS)
 	PG_CATCH();
 	{
 		if (OidIsValid(db))
-			registry_stop_database_done(db, false);
+			registry_stop_database_done(db, false, IsA(pstmt->utilityStmt, DropStmt));
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	/* after DROP EXTENSION, maintenance brings the registry up to date */
 	if (OidIsValid(db))
-		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt));
+		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt),
+									IsA(pstmt->utilityStmt, DropStmt));
 }
 
 void

@@ -40,6 +40,7 @@ extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argn
 extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
 extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
+extern char **reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n);
 
 #define QUEUE_MAX_BATCH				10000
 #define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
@@ -152,6 +153,8 @@ extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const cha
 extern void owner_context_enter(OwnerContext *ctx);
 extern void owner_context_exit(OwnerContext *ctx);
 extern void catalog_changed(void);
+extern void run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls);
+extern SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern Oid	catalog_relid(void);
 
 /* storage.c: per-queue tables and the cached statements that touch them */
@@ -351,11 +354,12 @@ extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
-extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
+extern bool registry_consumer_of_owner(Oid role, Oid skip_database, char *name,
+									   Oid *database);
 extern void registry_note_database(Oid database, bool installed);
 extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
-extern void registry_stop_database_done(Oid database, bool dropped);
+extern void registry_stop_database_done(Oid database, bool dropped, bool maintain);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
@@ -371,8 +375,11 @@ extern void consumer_note_error(ConsumerSlot *c, const char *error);
 extern void copy_clipped(char *dst, const char *src, int size);
 extern double consumer_observed_rate(ConsumerSlot *c);
 
-/* launcher.c and drain.c: the background workers */
+/* launcher.c, drain.c and maintenance.c: the background workers */
 extern void launcher_register(void);
+extern void bgworker_begin_xact(void);
+extern void bgworker_commit_xact(void);
+extern void maintenance_worker_run(WorkerSlot *me);
 
 /* shmem.c, for the launcher and the workers: a queue's slot by key */
 extern SlotKey queue_slot_key(int64 queue_id);

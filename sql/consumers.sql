@@ -347,8 +347,8 @@ COMMIT;
 BEGIN;
 SELECT queue.subscribe('c_low', 'cq', 'regress_void_handler(queue.message[])',
                        batch_size => 1, batch_window => '0', max_concurrency => 1,
-                       rate_limit => 0.001, max_attempts => 1, retry_backoff => '0',
-                       handler_timeout => '1 millisecond', max_retry_backoff => '0') > 0 AS subscribed;
+                       rate_limit => 0.001, max_attempts => 1, retry_backoff => '10 milliseconds',
+                       handler_timeout => '1 millisecond', max_retry_backoff => '10 milliseconds') > 0 AS subscribed;
 SELECT queue.pause('c_low');
 COMMIT;
 SELECT consumer_name, batch_size, batch_window, max_concurrency, rate_limit, max_attempts,
@@ -642,7 +642,7 @@ SELECT queue.create('cr', dead_letter_queue => 'cr_dlq') > 0 AS created;
 SELECT queue.grant('cr', 'read', 'regress_cons_owner');
 SET ROLE regress_cons_owner;
 SELECT queue.subscribe('c_run', 'cr', 'regress_handler(queue.message[])',
-                       max_attempts => 1, retry_backoff => '0') > 0 AS subscribed;
+                       max_attempts => 1, retry_backoff => '10 milliseconds') > 0 AS subscribed;
 SELECT regress_wait_for($$EXISTS (SELECT FROM queue.workers
                                    WHERE consumer_name = 'c_run' AND state = 'waiting')$$) AS worker_waiting;
 SELECT consumer_name, queue_name, state, pid > 0 AS has_pid, started_at <= now() AS started,
