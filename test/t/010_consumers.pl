@@ -6,8 +6,9 @@
 # the send), so every claim below is counted from what the handlers did:
 #
 # - the handler runs as the consumer's owner, never as a superuser; a
-#   superuser may not subscribe unless queue.allow_superuser_consumers is on,
-#   and a superuser's consumer stops running when it is turned off again;
+#   superuser may not subscribe unless queue.allow_superuser_consumers is on;
+#   once it is off again, a superuser's consumer gets no new worker and
+#   queue.consumers says why (that its running worker stops too is TODO B3);
 # - at low load a committed send reaches a waiting worker's handler within a
 #   second, and the same idle worker takes every send; waiting, it shows in
 #   pg_stat_activity as idle in the extension's wait event;
@@ -82,7 +83,8 @@ sub wait_no_workers
 	return;
 }
 
-# A JSON array of n messages {"n": from..from+n-1, ...extra}.
+# SQL for a jsonb[] of n payloads {"n": from .. from + n - 1}, plus the
+# key/value pairs in extra (SQL for jsonb_build_object's arguments).
 sub payloads
 {
 	my ($from, $n, $extra) = @_;
@@ -91,6 +93,7 @@ sub payloads
 	                FROM generate_series($from, $from + $n - 1) g)};
 }
 
+# The middle value (the lower of the two middle ones for an even count).
 sub median
 {
 	my @v = sort { $a <=> $b } @_;
@@ -100,8 +103,9 @@ sub median
 # The extension, the ledger and the handler in a database.  The handler is
 # owned by app (an ordinary role); it records, per message: the consumer
 # (from its application_name), when the call started and how long after the
-# send, who it ran as, its process and its top-level transaction.  Payload
-# keys steer it: "sleep" (seconds, once per call), "fail" (raise).
+# send, who it ran as, its process and its top-level transaction; and, per
+# call, how many drain workers it saw.  A payload key "sleep" makes the call
+# sleep that many seconds.
 sub setup_database
 {
 	my ($db) = @_;
@@ -139,9 +143,6 @@ BEGIN
     SELECT max((m.payload->>'sleep')::float8) INTO s FROM unnest(msgs) m;
     IF s > 0 THEN
         PERFORM pg_sleep(s);
-    END IF;
-    IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'fail') THEN
-        RAISE EXCEPTION 'handler failed on purpose';
     END IF;
     RETURN NULL;
 END $$;
