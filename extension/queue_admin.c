@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -548,7 +549,8 @@ queue_count_once(const QueueMeta *meta)
 	int32	   *in_flight;
 	int32	   *delayed;
 
-	if (IsolationUsesXactSnapshot() || pending_touches(meta->id))
+	/* a standby cannot take the lock, and replay does not move the counters */
+	if (IsolationUsesXactSnapshot() || pending_touches(meta->id) || RecoveryInProgress())
 		return;
 	relid = storage_relid(meta->id);
 	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareLock))
