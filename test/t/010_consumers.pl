@@ -7,8 +7,8 @@
 #
 # - the handler runs as the consumer's owner, never as a superuser; a
 #   superuser may not subscribe unless queue.allow_superuser_consumers is on;
-#   once it is off again, a superuser's consumer gets no new worker and
-#   queue.consumers says why (that its running worker stops too is TODO B3);
+#   once it is off again, a superuser's running worker handles nothing more,
+#   a new one is refused, and queue.consumers says why;
 # - at low load a committed send reaches a waiting worker's handler within a
 #   second, and the same idle worker takes every send; waiting, it shows in
 #   pg_stat_activity as idle in the extension's wait event;
@@ -246,12 +246,8 @@ wait_until(q{SELECT current_setting('queue.allow_superuser_consumers') = 'off'},
 # as a superuser.
 sql(q{SELECT queue.send('qsu', '{"n": 2}')});
 sleep(2);
-TODO:
-{
-	local $TODO = 'B3 in /work/notes/consumer-bugs.md: a running worker ignores the reload';
-	is(sql(q{SELECT count(*) FROM ledger WHERE consumer = 'su' AND n = 2}),
-		'0', 'turned off, a running superuser worker handles no more messages');
-}
+is(sql(q{SELECT count(*) FROM ledger WHERE consumer = 'su' AND n = 2}),
+	'0', 'turned off, a running superuser worker handles no more messages');
 
 # A new worker for it is refused, says so, and handles nothing.
 sql(q{SELECT queue.pause('su')});
