@@ -15,6 +15,10 @@
 #   its 1 s timeout; each timeout counts as a failure (attempts + 1,
 #   last_error in queue.consumers), the message ends in the dead-letter
 #   queue after max_attempts, and the worker goes on handling other messages.
+# - A message whose handler call kills its worker (pg_terminate_backend of
+#   itself) in a batch of 5: the other 4 take effect once each, the killer
+#   never; its deliveries are counted (careful mode) although its worker
+#   dies, and it ends in the dead-letter queue after max_attempts (1).
 # - pg_terminate_backend of the launcher while a backlog drains: the
 #   running workers drain on while it is gone, a new launcher starts (new
 #   pid), draining goes on to the end exactly once, and a later send gets a
@@ -78,6 +82,7 @@ sub payloads
 }
 
 my $t_start = time;
+my $offset;
 
 # The extension, the ledger and the handler (for the standby's primary too).
 my $setup_sql = q{
@@ -108,6 +113,11 @@ BEGIN
         -- for as long as the test holds it
         PERFORM pg_advisory_xact_lock_shared(m.id) FROM unnest(msgs) m;
         PERFORM pg_advisory_xact_lock_shared(0, 1);
+    END IF;
+    IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'die') THEN
+        -- the worker's own death, in the middle of the batch
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(10);
     END IF;
     IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'fail') THEN
         RAISE EXCEPTION 'handler failed on purpose';
@@ -213,6 +223,35 @@ wait_until(q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'slow' AND n = 2},
 	'timeout: the consumer goes on handling other messages');
 as_app(q{SELECT queue.unsubscribe('slow')});
 
+# --- a message that kills its worker ------------------------------------------------
+
+# The worker dies in the batch, so everything rolls back, the count of the
+# delivery too; careful mode (see the README) leases the messages one at a
+# time after such a death, so the killer is counted and dead-lettered.
+note 'a message that kills its worker';
+make_queue('qkill', 'qkill_dlq');
+as_app(q{SELECT queue.subscribe('killer', 'qkill', 'handler(queue.message[])', batch_size => 5,
+                                max_attempts => 1, retry_backoff => '10ms', handler_timeout => '100ms')});
+$offset = -s $node->logfile;
+my $killer_id = (split /\n/,
+	sql('SELECT queue.send_batch(\'qkill\', '
+		  . payloads(1, 5, q{CASE WHEN g = 3 THEN '{"die": true}'::jsonb ELSE '{}' END})
+		  . ')'))[2];
+wait_until(q{SELECT count(*) = 4 FROM ledger WHERE consumer = 'killer'},
+	'killer: the four other messages are handled');
+wait_until(q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qkill_dlq'},
+	'killer: the message that kills its worker ends in the dead-letter queue');
+is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || sum(n) FROM ledger WHERE consumer = 'killer'}),
+	'4,4,12', 'killer: the others took effect once each, the killer never');
+ok($node->log_contains(qr/terminating background worker "queue drain worker" due to administrator command/, $offset),
+	'killer: its worker did die');
+my ($k_id, $k_attempts) = split /\|/, sql(q{SELECT id, attempts FROM queue.read('qkill_dlq')});
+is($k_id, $killer_id, 'killer: the dead letter is the message that killed its worker');
+cmp_ok($k_attempts, '>=', 2, "killer: its deliveries were counted although its worker died ($k_attempts with this read)");
+ok(!$node->log_contains(qr/terminated by signal|all server processes terminated/, $offset),
+	'killer: the server did not restart');
+as_app(q{SELECT queue.unsubscribe('killer')});
+
 # --- terminating the launcher --------------------------------------------------------
 
 note 'launcher';
@@ -224,7 +263,7 @@ like($launcher, qr/^\d+$/, 'one launcher runs');
 # a backlog that takes longer to drain than the launcher takes to come back
 sql('SELECT queue.send_batch(\'ql\', ' . payloads(1, 800, q{'{"sleep": 0.2}'::jsonb}) . ')');
 wait_until(q{SELECT count(*) >= 20 FROM ledger WHERE consumer = 'lc'}, 'launcher: draining');
-my $offset = -s $node->logfile;
+$offset = -s $node->logfile;
 my $t_term = sql(qq{SELECT pg_terminate_backend($launcher); SELECT clock_timestamp()});
 like($t_term, qr/^t\n/, 'launcher terminated');
 $t_term = (split /\n/, $t_term)[-1];
