@@ -1,8 +1,8 @@
 /*
  * drain.c
- *    The dynamic background workers the launcher starts: drain workers,
- *    which run one consumer's batches through its handler, and survey
- *    workers, which copy one database's consumer catalog into the registry.
+ *    The dynamic background workers the launcher starts: their common entry
+ *    point, and drain workers, which run one consumer's batches through its
+ *    handler.  (Maintenance workers are in maintenance.c.)
  *
  * A drain worker connects as the consumer's owner and loops: take tokens
  * from the consumer's rate limit, start a transaction, claim up to a batch
@@ -29,15 +29,16 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -72,66 +73,29 @@ typedef struct Batch
 	int			nfailed;
 } Batch;
 
+/* What a batch did, for the consumer's counters. */
+typedef struct BatchResult
+{
+	int			failed;
+	char		error[256];		/* the first error; empty: none */
+} BatchResult;
+
 static WorkerSlot *me = NULL;
 
 /* A worker's transaction, with the snapshot SPI needs around it. */
-static void
-begin_xact(void)
+void
+bgworker_begin_xact(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
-static void
-commit_xact(void)
+void
+bgworker_commit_xact(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-}
-
-/* ---- the survey ---------------------------------------------------------- */
-
-/* Copies this database's consumers into the registry. */
-static void
-survey_database(void)
-{
-	Oid			consumer_catalog = InvalidOid;
-	ConsumerSlot *fresh = NULL;
-	int			n = 0;
-	int			stored;
-
-	begin_xact();
-	if (OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)) &&
-		OidIsValid(consumer_catalog = consumer_catalog_relid()))
-	{
-		ConsumerConfig *configs;
-		OwnerContext ctx;
-
-		owner_context_enter(&ctx);
-		n = consumer_catalog_load(0, &configs);
-		owner_context_exit(&ctx);
-		fresh = palloc0(sizeof(ConsumerSlot) * Max(n, 1));
-		for (int i = 0; i < n; i++)
-		{
-			fresh[i].consumer_id = configs[i].id;
-			strlcpy(fresh[i].name, configs[i].name, NAMEDATALEN);
-			fresh[i].queue = queue_slot_key(configs[i].queue_id);
-			fresh[i].owner = configs[i].owner;
-			fresh[i].max_concurrency = configs[i].max_concurrency;
-			fresh[i].paused = configs[i].paused;
-			fresh[i].rate_limit = configs[i].rate_limit;
-			fresh[i].batch_size = configs[i].batch_size;
-		}
-	}
-	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);
-	if (stored < n)
-		ereport(WARNING,
-				(errmsg("queue: %d consumers of database \"%s\" do not fit in shared memory and will not run",
-						n - stored, get_database_name(MyDatabaseId)),
-				 errhint("Raise queue.max_consumers (now %d) and restart the server.",
-						 queue_max_consumers)));
-	commit_xact();
 }
 
 /* ---- one batch ----------------------------------------------------------- */
@@ -141,8 +105,8 @@ error_text(ErrorData *edata)
 {
 	char	   *text = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message);
 
-	if (strlen(text) > MAX_ERROR_LEN)
-		text[MAX_ERROR_LEN] = '\0';
+	/* cut between characters, never inside one */
+	text[pg_mbcliplen(text, strlen(text), MAX_ERROR_LEN)] = '\0';
 	return text;
 }
 
@@ -207,8 +171,8 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 	ArrayType  *array = construct_array(b->messages + lo, hi - lo, b->message_type,
 										-1, false, TYPALIGN_DOUBLE);
 
+	/* the handler runs in the subtransaction's memory, freed with it */
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
 		LOCAL_FCINFO(fcinfo, 1);
@@ -222,6 +186,9 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a timeout that fired as the handler returned must not cancel the settling */
+		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+			QueryCancelPending = false;
 		/* a SET in the handler (even SET ROLE) must not outlive its batch */
 		AtEOXact_GUC(false, guc_level);
 		if (!fcinfo->isnull && b->returns_ids)
@@ -257,13 +224,18 @@ static void
 run_handler(Batch *b, int lo, int hi)
 {
 	ErrorData  *edata = NULL;
+	TimestampTz started = GetCurrentTimestamp();
 	int			mid;
 
 	if (try_handler(b, lo, hi, &edata))
 		return;
-	/* a stop request or a cancel from outside is not the handler's failure */
-	if (ProcDiePending)
-		CHECK_FOR_INTERRUPTS();
+	/*
+	 * A cancel from outside (pg_cancel_backend) is not the handler's failure:
+	 * the whole batch rolls back uncounted.  A timeout is.
+	 */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		GetCurrentTimestamp() - started < b->timeout_usecs)
+		ReThrowError(edata);
 	if (hi - lo == 1 || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
 		fail_range(b, lo, hi, error_text(edata));
@@ -352,6 +324,9 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 			wakeup_wait_key(&key, seen, deadline);
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* after a restart: count once, so the launcher knows when delays end */
+	if (n == 0 && !counters_hidden_known(meta->id))
+		queue_count_once(meta);
 	owner_context_exit(&ctx);
 
 	b->n = n;
@@ -373,38 +348,53 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 	return n;
 }
 
+/* What run_batch returns, besides how many messages it claimed. */
+#define BATCH_PAUSED	(-1)		/* the consumer is paused */
+#define BATCH_GONE		(-2)		/* the consumer, its queue or the extension is gone */
+#define BATCH_FAILED	(-3)		/* an error outside the handler */
+
 /*
  * Runs one batch in one transaction.  Returns how many messages it claimed
- * (0: none there), or -1 when the worker should stop (consumer paused or
- * gone, extension dropped).
+ * (0: none there), or a BATCH_ code when the worker should stop.
  */
 static int
-run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
+run_batch(int64 consumer_id, int tokens, BatchResult *result)
 {
 	ConsumerConfig *cfg;
 	QueueMeta	meta;
-	const QueueMeta *cached;
+	const QueueMeta *cached = NULL;
 	Batch		b = {0};
 	OwnerContext ctx;
 	int			n;
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 	{
-		commit_xact();
-		return -1;
+		bgworker_commit_xact();
+		return BATCH_GONE;
 	}
+	/* queue.allow_superuser_consumers may have been turned off since the start */
+	if (superuser() && !queue_allow_superuser_consumers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it")));
 	owner_context_enter(&ctx);
 	n = consumer_catalog_load(consumer_id, &cfg);
 	owner_context_exit(&ctx);
-	if (n == 0 || cfg->paused || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL)
+	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
 	{
-		commit_xact();
-		return -1;
+		bgworker_commit_xact();
+		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
 	}
 	meta = *cached;
-	if (cfg->max_attempts > 0)
+	/* the queue's dead-letter queue takes the messages out of attempts */
+	if (cfg->max_attempts > 0 && meta.dead_letter_id != 0)
 		meta.max_attempts = cfg->max_attempts;
+	if (!queue_has_privilege(&meta, QUEUE_PRIV_READ))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the owner of consumer \"%s\" may no longer read queue \"%s\"",
+						cfg->name, meta.name)));
 	b.message_type = message_type_oid();
 	b.timeout_usecs = cfg->handler_timeout_usecs;
 	consumer_check_handler(cfg->handler, cfg->owner);
@@ -416,7 +406,8 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size));
 	if (n == 0)
 	{
-		commit_xact();
+		bgworker_commit_xact();
+		worker_set_state(me, WORKER_WAITING, 0);
 		return 0;
 	}
 
@@ -426,9 +417,13 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 
 	worker_set_state(me, WORKER_COMMITTING, n);
 	settle_batch(&b, &meta, cfg);
-	commit_xact();
-
-	consumer_count_batch(slot, n - b.nfailed, b.nfailed, b.batch_error);
+	result->failed = b.nfailed;
+	if (b.batch_error != NULL)
+		copy_clipped(result->error, b.batch_error, sizeof(result->error));
+	bgworker_commit_xact();
+	/* advisory locks a handler took for the session end with its batch */
+	LockReleaseAll(USER_LOCKMETHOD, true);
+	worker_set_state(me, WORKER_WAITING, 0);
 	SpinLockAcquire(&me->mutex);
 	me->batches++;
 	me->messages += n;
@@ -437,19 +432,122 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 }
 
 /*
+ * The worker's consumer slot, found again under the registry lock each time
+ * it is used: between two uses the consumer may have been dropped and its
+ * slot given to another.
+ */
+static ConsumerSlot *
+find_my_consumer(void)
+{
+	return registry_find_consumer(me->database, me->catalog, me->consumer_id);
+}
+
+/* A copy of the consumer's slot; false when it is gone or paused. */
+static bool
+copy_my_consumer(ConsumerSlot *copy)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	c = find_my_consumer();
+	if (c != NULL)
+		*copy = *c;
+	registry_unlock();
+	return c != NULL && !copy->paused;
+}
+
+static void
+note_error(const char *error)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		consumer_note_error(c, error);
+	registry_unlock();
+}
+
+/* Takes tokens from the consumer's rate limit: see consumer_take_tokens. */
+static int
+take_tokens(int want, int64 *wait_usecs)
+{
+	ConsumerSlot *c;
+	int			granted = 0;
+
+	*wait_usecs = 0;
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		granted = consumer_take_tokens(c, want, wait_usecs);
+	registry_unlock();
+	return granted;
+}
+
+/*
+ * Counts a batch, gives back the tokens it did not use, and asks the
+ * launcher for another worker when the batch was full.
+ */
+static void
+report_batch(int tokens, int claimed, const BatchResult *r, bool full)
+{
+	ConsumerSlot *c;
+	bool		poke = false;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (claimed < tokens)
+			consumer_return_tokens(c, tokens - claimed);
+		if (claimed > 0)
+			consumer_count_batch(c, claimed - r->failed, r->failed,
+								 r->error[0] ? r->error : NULL);
+		if (full && !c->want_more && registry_count_workers(c) < c->max_concurrency)
+			poke = c->want_more = true;
+	}
+	registry_unlock();
+	if (poke)
+		registry_poke_launcher();
+}
+
+/*
+ * The worker leaves: its consumer is gone (the launcher must not start
+ * another before maintenance catches up), or it was idle, having last
+ * looked at wakeup sequence seen.
+ */
+static void
+report_leaving(int why, uint64 seen)
+{
+	ConsumerSlot *c;
+
+	registry_lock(true);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (why == BATCH_GONE)
+			c->in_use = false;
+		else if (why == 0)
+		{
+			c->idle_seq = seen;
+			c->seen_idle = true;
+		}
+	}
+	registry_unlock();
+	if (why < 0)
+		registry_request_maintenance(MyDatabaseId);
+}
+
+/*
  * Runs a batch; an error outside the handler (the handler was dropped, the
  * queue's tables are gone, ...) ends the worker after it is logged and
  * shown in queue.consumers, and the launcher backs off before the next.
  */
 static int
-run_batch_guarded(ConsumerSlot *slot, int tokens)
+run_batch_guarded(int tokens, BatchResult *r)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile int n = -1;
+	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
-		n = run_batch(slot, me->consumer_id, tokens);
+		n = run_batch(me->consumer_id, tokens, r);
 	}
 	PG_CATCH();
 	{
@@ -457,43 +555,18 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		consumer_note_error(slot, error_text(edata));
+		note_error(error_text(edata));
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
 		me->failed = true;
-		n = -1;
+		n = BATCH_FAILED;
 	}
 	PG_END_TRY();
 	return n;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
-
-/* The consumer's slot, or NULL when it is gone or paused. */
-static ConsumerSlot *
-my_consumer(void)
-{
-	ConsumerSlot *c;
-
-	registry_lock(false);
-	c = registry_find_consumer(me->database, me->catalog, me->consumer_id);
-	if (c != NULL && c->paused)
-		c = NULL;
-	registry_unlock();
-	return c;
-}
-
-/* Asks the launcher for another worker when a full batch says there is more. */
-static void
-ask_for_help(ConsumerSlot *c)
-{
-	if (!c->want_more && registry_count_workers(c) < c->max_concurrency)
-	{
-		c->want_more = true;
-		registry_poke_launcher();
-	}
-}
 
 static void
 drain(void)
@@ -502,12 +575,12 @@ drain(void)
 
 	for (;;)
 	{
-		ConsumerSlot *c;
+		ConsumerSlot c;
 		int			tokens;
 		int64		wait_usecs;
 		uint64		seen;
 		int			n;
-		SlotKey		key;
+		BatchResult r = {0};
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -515,49 +588,39 @@ drain(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if ((c = my_consumer()) == NULL)
+		if (!copy_my_consumer(&c) || registry_worker_is_surplus(me, &c))
 			return;
-		key = c->queue;
-		tokens = consumer_take_tokens(c, c->batch_size, &wait_usecs);
+		tokens = take_tokens(c.batch_size, &wait_usecs);
 		if (tokens == 0)
 		{
-			worker_set_state(me, WORKER_WAITING, 0);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(wait_usecs / 1000, 1), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			continue;
 		}
 
-		seen = wakeup_sequence_key(&key);
-		n = run_batch_guarded(c, tokens);
+		seen = wakeup_sequence_key(&c.queue);
+		n = run_batch_guarded(tokens, &r);
+		report_batch(tokens, Max(n, 0), &r, n >= c.batch_size);
 		if (n < 0)
 		{
-			/* the consumer or the extension is gone: have the registry catch up */
-			registry_request_survey(MyDatabaseId);
+			report_leaving(n, seen);
 			return;
 		}
-		if (n < tokens)
-			consumer_return_tokens(c, tokens - n);
 		if (n > 0)
 		{
 			last_work = GetCurrentTimestamp();
-			if (n >= c->batch_size)
-				ask_for_help(c);
 			continue;
 		}
 
 		/* nothing there: wait for a commit, or go when idle too long */
-		worker_set_state(me, WORKER_WAITING, 0);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, "waiting for messages");
 		if (GetCurrentTimestamp() >= last_work + (int64) queue_worker_idle_timeout * 1000)
 		{
-			registry_lock(true);
-			c->idle_seq = seen;
-			c->seen_idle = true;
-			registry_unlock();
+			report_leaving(0, seen);
 			return;
 		}
-		wakeup_wait_key(&key, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
+		wakeup_wait_key(&c.queue, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
 	}
 }
 
@@ -582,21 +645,23 @@ connect_as_owner(void)
 		return false;
 
 	BackgroundWorkerInitializeConnectionByOid(me->database, owner, 0);
+	me->worked = true;			/* connected: a failure from here on is ours to report */
 	appname = psprintf("queue consumer %s", name);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(appname);
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (superuser() && !queue_allow_superuser_consumers)
 	{
 		consumer_note_error(c, "the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it");
 		ereport(LOG,
 				(errmsg("queue consumer \"%s\" not started: its owner is a superuser", name),
 				 errhint("Set queue.allow_superuser_consumers = on, or subscribe as an ordinary role.")));
-		commit_xact();
+		bgworker_commit_xact();
+		me->failed = true;
 		return false;
 	}
-	commit_xact();
+	bgworker_commit_xact();
 	return true;
 }
 
@@ -616,19 +681,14 @@ queue_worker_main(Datum main_arg)
 	if (me == NULL)
 		proc_exit(0);
 
-	if (me->survey)
+	if (me->maintenance)
 	{
-		worker_set_state(me, WORKER_SURVEYING, 0);
-		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
-		pgstat_report_appname("queue survey");
-		survey_database();
-		me->worked = true;
+		maintenance_worker_run(me);
 		proc_exit(0);
 	}
 
 	if (connect_as_owner())
 	{
-		me->worked = true;
 		worker_set_state(me, WORKER_WAITING, 0);
 		drain();
 	}

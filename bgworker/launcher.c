@@ -5,12 +5,14 @@
  *    workers (drain.c) each consumer needs and never more than
  *    queue.max_workers of them in all.
  *
- * It connects to no database.  At start it asks for a survey of every
- * database (a short-lived worker that copies the database's consumers into
- * the registry); after that, transactions that change consumers ask for a
- * survey of their database when they commit.  It starts on a primary only
- * (BgWorkerStart_RecoveryFinished), so a standby runs no consumers until it
- * is promoted.
+ * It connects to no database.  At start it has every database maintained
+ * (a short-lived worker that copies the database's consumers into the
+ * registry and does the housekeeping of its queues, see maintain.c); after
+ * that, transactions that change consumers ask for their database's
+ * maintenance when they commit, and the databases the extension is
+ * installed in are maintained every queue.maintenance_interval.  It starts
+ * on a primary only (BgWorkerStart_RecoveryFinished), so a standby runs no
+ * consumers until it is promoted.
  *
  * A consumer without workers gets one when its queue may have work: a
  * commit has added messages since its last worker went idle (the commit
@@ -49,8 +51,13 @@ PGDLLEXPORT void queue_launcher_main(Datum main_arg);
 
 static BackgroundWorkerHandle **handles;	/* by worker slot */
 static uint32 *generations;
-static List *surveys_due = NIL;	/* databases to survey, as Oids */
-static int	survey_slot = -1;
+#define MAX_SCHEDULED			256
+
+static List *maintenance_due = NIL; /* databases to maintain next, as Oids */
+static int	nscheduled = 0;		/* databases maintained every interval */
+static Oid	scheduled_db[MAX_SCHEDULED];
+static TimestampTz scheduled_at[MAX_SCHEDULED];
+static int	maintenance_slot = -1;
 static TimestampTz slots_backoff_until = 0;
 static int64 slots_backoff_usecs = USECS_PER_SEC;
 static int	next_consumer = 0;	/* round robin start */
@@ -76,7 +83,7 @@ launcher_register(void)
  * has no background worker slot left.
  */
 static bool
-start_worker(int index, bool survey, const char *consumer_name)
+start_worker(int index, bool maintenance, const char *consumer_name)
 {
 	BackgroundWorker worker;
 	WorkerSlot *w = registry_worker(index);
@@ -87,10 +94,10 @@ start_worker(int index, bool survey, const char *consumer_name)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(worker.bgw_library_name, "queue", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "queue_worker_main", BGW_MAXLEN);
-	if (survey)
+	if (maintenance)
 	{
-		strlcpy(worker.bgw_name, "queue survey", BGW_MAXLEN);
-		strlcpy(worker.bgw_type, "queue survey", BGW_MAXLEN);
+		strlcpy(worker.bgw_name, "queue maintenance", BGW_MAXLEN);
+		strlcpy(worker.bgw_type, "queue maintenance", BGW_MAXLEN);
 	}
 	else
 	{
@@ -129,6 +136,8 @@ consumer_backoff(const WorkerSlot *w)
 	c = registry_find_consumer(w->database, w->catalog, w->consumer_id);
 	if (c != NULL)
 	{
+		if (!w->worked)
+			consumer_note_error(c, "a drain worker exited before it could connect as the consumer's owner; see the server log");
 		if (!w->worked || w->failed)
 		{
 			int64		delay = USECS_PER_SEC << Min(c->start_failures, 6);
@@ -153,9 +162,9 @@ reap_workers(void)
 
 		if (handles[i] == NULL)
 		{
-			/* reserved by an earlier launcher and never started */
-			if (w->in_use && w->pid == 0 &&
-				GetCurrentTimestamp() > w->started_at + MAX_BACKOFF_USECS)
+			/* a worker of an earlier launcher: gone, or never started */
+			if (w->in_use && (w->exited || (w->pid == 0 &&
+											GetCurrentTimestamp() > w->started_at + MAX_BACKOFF_USECS)))
 				registry_release_worker(i, w->generation);
 			continue;
 		}
@@ -164,8 +173,8 @@ reap_workers(void)
 		pfree(handles[i]);
 		handles[i] = NULL;
 		registry_release_worker(i, generations[i]);
-		if (i == survey_slot)
-			survey_slot = -1;
+		if (i == maintenance_slot)
+			maintenance_slot = -1;
 		else if (w->generation == generations[i])
 			consumer_backoff(w);
 	}
@@ -191,7 +200,7 @@ list_databases(void)
 		if (!db->datallowconn || db->datistemplate)
 			continue;
 		old = MemoryContextSwitchTo(cxt);
-		surveys_due = list_append_unique_oid(surveys_due, db->oid);
+		maintenance_due = list_append_unique_oid(maintenance_due, db->oid);
 		MemoryContextSwitchTo(old);
 	}
 	table_endscan(scan);
@@ -199,34 +208,73 @@ list_databases(void)
 	CommitTransactionCommand();
 }
 
-/* Starts the next survey when none runs. */
+/*
+ * Queues the maintenance of the databases the extension is installed in
+ * whose interval has passed.
+ */
 static void
-run_surveys(void)
+schedule_maintenance(void)
+{
+	Oid			dbs[MAX_SCHEDULED];
+	int			n = registry_databases(dbs, MAX_SCHEDULED);
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = now + (int64) queue_maintenance_interval * 1000;
+	int			kept = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		TimestampTz at = next;
+
+		for (int j = 0; j < nscheduled; j++)
+		{
+			if (scheduled_db[j] != dbs[i])
+				continue;
+			at = scheduled_at[j];
+			if (at <= now)
+			{
+				maintenance_due = list_append_unique_oid(maintenance_due, dbs[i]);
+				at = next;
+			}
+		}
+		/* databases the registry no longer lists drop out here */
+		scheduled_db[kept] = dbs[i];
+		scheduled_at[kept++] = at;
+	}
+	nscheduled = kept;
+}
+
+/* Starts the next maintenance worker when none runs. */
+static void
+run_maintenance(void)
 {
 	bool		all;
 	Oid			db;
 	int			index;
 
-	while (OidIsValid(db = registry_next_survey(&all)) || all)
+	while (OidIsValid(db = registry_next_maintenance(&all)) || all)
 	{
 		if (all)
 			list_databases();
 		else
-			surveys_due = list_append_unique_oid(surveys_due, db);
+			maintenance_due = list_append_unique_oid(maintenance_due, db);
 	}
-	if (survey_slot >= 0 || surveys_due == NIL ||
+	if (maintenance_slot >= 0 || maintenance_due == NIL ||
 		GetCurrentTimestamp() < slots_backoff_until)
 		return;
-	db = linitial_oid(surveys_due);
+	db = linitial_oid(maintenance_due);
 	if (registry_database_blocked(db))
+	{
+		/* its turn comes after the others' */
+		maintenance_due = lappend_oid(list_delete_first(maintenance_due), db);
 		return;
+	}
 	index = registry_reserve_worker(db, NULL);
 	if (index < 0)
 		return;
 	if (start_worker(index, true, NULL))
 	{
-		survey_slot = index;
-		surveys_due = list_delete_first(surveys_due);
+		maintenance_slot = index;
+		maintenance_due = list_delete_first(maintenance_due);
 	}
 }
 
@@ -244,7 +292,18 @@ needs_worker(ConsumerSlot *c, TimestampTz now)
 		return false;
 	running = registry_count_workers(c);
 	if (running == 0)
-		return !c->seen_idle || queue_has_work(&c->queue, c->idle_seq, true);
+	{
+		/*
+		 * Look at the time first, then note the next one: a pass after the
+		 * noted time starts a worker however late it comes.
+		 */
+		bool		due = c->wake_at != 0 && now >= c->wake_at;
+
+		c->wake_at = queue_next_visible(&c->queue);
+		if (c->wake_at == DT_NOEND)
+			c->wake_at = 0;
+		return due || !c->seen_idle || queue_has_work(&c->queue, c->idle_seq, true);
+	}
 	if (running < c->max_concurrency && c->want_more)
 	{
 		c->want_more = false;
@@ -304,6 +363,8 @@ queue_launcher_main(Datum main_arg pg_attribute_unused())
 	generations = MemoryContextAllocZero(TopMemoryContext, sizeof(uint32) * registry_nworkers());
 	registry_set_launcher(true);
 	before_shmem_exit(launcher_exit, (Datum) 0);
+	/* what an earlier launcher had still to do is lost with it */
+	registry_request_maintenance_all();
 	ereport(LOG, (errmsg("queue launcher started")));
 
 	for (;;)
@@ -315,7 +376,8 @@ queue_launcher_main(Datum main_arg pg_attribute_unused())
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		reap_workers();
-		run_surveys();
+		schedule_maintenance();
+		run_maintenance();
 		start_drain_workers();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

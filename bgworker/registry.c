@@ -5,17 +5,21 @@
  *    views queue.consumers and queue.workers show.
  *
  * Consumer slots are a cache of the consumer catalogs of every database,
- * written only by survey workers (drain.c), which read one database's
- * catalog and replace that database's slots.  A survey is requested at
- * start (for every database) and by each transaction that changes a
- * consumer, when it commits.  Slots also carry what must be shared by all
- * of a consumer's workers: the token bucket of its rate limit and its
- * counters.
+ * written only by maintenance workers (drain.c), which read one database's
+ * catalog and replace that database's slots.  Maintenance of a database is
+ * requested at start (for every database), by each transaction that
+ * changes a consumer, when it commits, and by the launcher every
+ * queue.maintenance_interval for the databases the extension is installed
+ * in, which the maintenance workers note here.  Slots also carry what must
+ * be shared by all of a consumer's workers: the token bucket of its rate
+ * limit (ratelimit.c) and its counters.
  *
  * Worker slots: one per possible background worker.  Only the launcher
- * reserves a slot (before it registers the worker, so the cap on drain
- * workers is exact); the worker releases it when it exits, and the launcher
- * also releases the slot of a worker the postmaster reports gone.  A
+ * reserves a slot (before it registers the worker) and frees it (when the
+ * postmaster reports the worker gone), so a slot is taken for as long as
+ * its process may exist and the cap on drain workers is exact.  A worker
+ * marks its slot exited as it goes, which is all a restarted launcher,
+ * without the handles of the workers of the one before, can go by.  A
  * generation number tells a reused slot from the one a worker was given.
  *
  * Locking: one LWLock guards membership of both arrays; the fields a slot's
@@ -24,6 +28,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -35,16 +40,19 @@
 
 #include "queue.h"
 
-#define MAX_SURVEYS	64
+#define MAX_REQUESTS	64
+#define MAX_DATABASES	256
 
 typedef struct Registry
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	pid_t		launcher_pid;
-	bool		survey_all;		/* every database needs a survey */
-	int			nsurveys;
-	Oid			surveys[MAX_SURVEYS];	/* databases whose consumers changed */
+	bool		maintain_all;	/* every database needs maintenance */
+	int			nrequests;
+	Oid			requests[MAX_REQUESTS]; /* databases whose consumers changed */
+	int			ndatabases;
+	Oid			databases[MAX_DATABASES];	/* where the extension is installed */
 	Oid			blocked_database;	/* being dropped: start no worker in it */
 	TimestampTz blocked_until;
 	ConsumerSlot *consumers;
@@ -80,7 +88,7 @@ registry_shmem_startup(LWLock *lock)
 	{
 		memset(registry, 0, registry_shmem_size());
 		registry->lock = lock;
-		registry->survey_all = true;
+		registry->maintain_all = true;
 	}
 	registry->consumers = (ConsumerSlot *) base;
 	registry->workers = (WorkerSlot *) (base + mul_size(queue_max_consumers, sizeof(ConsumerSlot)));
@@ -180,40 +188,52 @@ registry_poke_launcher(void)
 		SetLatch(latch);
 }
 
-/* Asks for a survey of a database's consumers (or of every database). */
+/* Asks for maintenance of a database (its consumers, its queues). */
 void
-registry_request_survey(Oid database)
+registry_request_maintenance(Oid database)
 {
 	bool		have = false;
 
 	if (registry == NULL)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < registry->nsurveys; i++)
-		have |= registry->surveys[i] == database;
-	if (!have && registry->nsurveys < MAX_SURVEYS)
-		registry->surveys[registry->nsurveys++] = database;
+	for (int i = 0; i < registry->nrequests; i++)
+		have |= registry->requests[i] == database;
+	if (!have && registry->nrequests < MAX_REQUESTS)
+		registry->requests[registry->nrequests++] = database;
 	else if (!have)
-		registry->survey_all = true;
+		registry->maintain_all = true;
 	LWLockRelease(registry->lock);
 	registry_poke_launcher();
 }
 
-/* The launcher takes the next database to survey; InvalidOid: none. */
+/* Asks for maintenance of every database (a launcher that starts afresh). */
+void
+registry_request_maintenance_all(void)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	registry->maintain_all = true;
+	LWLockRelease(registry->lock);
+}
+
+/*
+ * The launcher takes the next database to maintain; InvalidOid: none.
+ * *all: every database should be.
+ */
 Oid
-registry_next_survey(bool *all)
+registry_next_maintenance(bool *all)
 {
 	Oid			db = InvalidOid;
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	*all = registry->survey_all;
-	registry->survey_all = false;
-	if (!*all && registry->nsurveys > 0)
+	*all = registry->maintain_all;
+	registry->maintain_all = false;
+	if (!*all && registry->nrequests > 0)
 	{
-		db = registry->surveys[0];
-		memmove(&registry->surveys[0], &registry->surveys[1],
-				sizeof(Oid) * (registry->nsurveys - 1));
-		registry->nsurveys--;
+		db = registry->requests[0];
+		memmove(&registry->requests[0], &registry->requests[1],
+				sizeof(Oid) * (registry->nrequests - 1));
+		registry->nrequests--;
 	}
 	LWLockRelease(registry->lock);
 	return db;
@@ -292,6 +312,60 @@ registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *
 	return stored;
 }
 
+/* Notes whether the extension is installed in a database. */
+void
+registry_note_database(Oid database, bool installed)
+{
+	int			i;
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	for (i = 0; i < registry->ndatabases && registry->databases[i] != database; i++)
+		;
+	if (installed && i == registry->ndatabases && i < MAX_DATABASES)
+		registry->databases[registry->ndatabases++] = database;
+	else if (!installed && i < registry->ndatabases)
+		registry->databases[i] = registry->databases[--registry->ndatabases];
+	LWLockRelease(registry->lock);
+}
+
+/* Copies out the databases the extension is installed in; returns how many. */
+int
+registry_databases(Oid *databases, int max)
+{
+	int			n;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	n = Min(registry->ndatabases, max);
+	memcpy(databases, registry->databases, sizeof(Oid) * n);
+	LWLockRelease(registry->lock);
+	return n;
+}
+
+/*
+ * Finds a consumer, in any database but skip_database, owned by a role;
+ * returns false when there is none.
+ */
+bool
+registry_consumer_of_owner(Oid role, Oid skip_database, char *name, Oid *database)
+{
+	bool		found = false;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < queue_max_consumers && !found; i++)
+	{
+		ConsumerSlot *c = &registry->consumers[i];
+
+		if (c->in_use && c->owner == role && c->database != skip_database)
+		{
+			strlcpy(name, c->name, NAMEDATALEN);
+			*database = c->database;
+			found = true;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return found;
+}
+
 /* Forgets a database's consumers (dropped, or the extension is gone). */
 void
 registry_forget_database(Oid database)
@@ -322,24 +396,33 @@ registry_stop_database(Oid database)
 		WorkerSlot *w = &registry->workers[i];
 
 		if (w->in_use && w->database == database && w->pid != 0)
+		{
+			w->stopping = true;
 			kill(w->pid, SIGTERM);
+		}
 	}
 	LWLockRelease(registry->lock);
 }
 
 /*
- * The command is over: the launcher may start workers there again, or
- * forgets the database's consumers when it was dropped.
+ * The command is over: the launcher may start workers there again once
+ * maintenance has brought its consumers up to date, or forgets the
+ * database when it was dropped.
  */
 void
-registry_stop_database_done(Oid database, bool dropped)
+registry_stop_database_done(Oid database, bool dropped, bool maintain)
 {
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (registry->blocked_database == database)
 		registry->blocked_until = 0;
 	LWLockRelease(registry->lock);
 	if (dropped)
+	{
 		registry_forget_database(database);
+		registry_note_database(database, false);
+	}
+	else if (maintain)
+		registry_request_maintenance(database);
 	else
 		registry_poke_launcher();
 }
@@ -363,7 +446,7 @@ registry_count_workers(const ConsumerSlot *consumer)
 	{
 		WorkerSlot *w = &registry->workers[i];
 
-		if (w->in_use && !w->survey &&
+		if (w->in_use && !w->maintenance &&
 			(consumer == NULL ||
 			 (w->database == consumer->database && w->consumer_id == consumer->consumer_id)))
 			n++;
@@ -388,7 +471,7 @@ registry_reserve_worker(Oid database, const ConsumerSlot *consumer)
 		w->generation++;
 		w->pid = 0;
 		w->database = database;
-		w->survey = consumer == NULL;
+		w->maintenance = consumer == NULL;
 		w->consumer_id = consumer ? consumer->consumer_id : 0;
 		w->catalog = consumer ? consumer->catalog : InvalidOid;
 		w->state = WORKER_STARTING;
@@ -398,6 +481,8 @@ registry_reserve_worker(Oid database, const ConsumerSlot *consumer)
 		w->batches = w->messages = 0;
 		w->worked = false;
 		w->failed = false;
+		w->stopping = false;
+		w->exited = false;
 		found = i;
 	}
 	LWLockRelease(registry->lock);
@@ -420,16 +505,22 @@ registry_release_worker(int index, uint32 generation)
 }
 
 static void
-release_my_worker(int code pg_attribute_unused(), Datum arg)
+mark_my_worker_exited(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	if (my_worker == NULL)
 		return;
-	/* dying in a batch (an error, FATAL in the handler): the launcher backs off */
-	if (my_worker->state != WORKER_WAITING && my_worker->state != WORKER_STARTING &&
-		my_worker->state != WORKER_SURVEYING)
+	/*
+	 * Dying in a batch (FATAL in the handler, say) is a failure, unless the
+	 * worker was stopped on purpose: the launcher backs off.  Voluntary
+	 * exits leave the state at WORKER_WAITING.
+	 */
+	if ((my_worker->state == WORKER_CLAIMING || my_worker->state == WORKER_HANDLING ||
+		 my_worker->state == WORKER_COMMITTING) && !my_worker->stopping)
 		my_worker->failed = true;
-	registry_release_worker(DatumGetInt32(arg), my_worker->generation);
+	my_worker->pid = 0;
+	my_worker->exited = true;
 	my_worker = NULL;
+	registry_poke_launcher();
 }
 
 /*
@@ -450,8 +541,43 @@ registry_attach_worker(int index, uint32 generation)
 	if (!ok)
 		return NULL;
 	my_worker = w;
-	before_shmem_exit(release_my_worker, Int32GetDatum(index));
+	before_shmem_exit(mark_my_worker_exited, (Datum) 0);
 	return w;
+}
+
+/*
+ * Whether a drain worker is one too many, now that its consumer's
+ * max_concurrency or queue.max_workers was lowered: the workers with the
+ * highest slots go first, so exactly the surplus leaves.
+ */
+bool
+registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer)
+{
+	int			mine_above = 0;
+	int			all_above = 0;
+	int			mine = 0;
+	int			all = 0;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < nworker_slots; i++)
+	{
+		WorkerSlot *w = &registry->workers[i];
+		bool		same;
+
+		if (!w->in_use || w->maintenance || w->exited)
+			continue;
+		same = w->database == consumer->database && w->consumer_id == consumer->consumer_id;
+		all++;
+		mine += same;
+		if (w > me)
+		{
+			all_above++;
+			mine_above += same;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return (mine > consumer->max_concurrency && mine_above < mine - consumer->max_concurrency) ||
+		(all > queue_max_workers && all_above < all - queue_max_workers);
 }
 
 void
@@ -484,54 +610,22 @@ worker_state_name(WorkerState state)
 			return "handling";
 		case WORKER_COMMITTING:
 			return "committing";
-		case WORKER_SURVEYING:
-			return "surveying";
+		case WORKER_MAINTAINING:
+			return "maintaining";
 	}
 	return "unknown";
 }
 
 /* ---- what a consumer's workers share ------------------------------------ */
 
-/*
- * Takes up to "want" tokens from the consumer's bucket.  The bucket holds
- * at most one batch and refills at rate_limit per second, so a consumer
- * never runs more than its rate over any window longer than one batch's
- * worth.  Returns the tokens granted; when none, *wait_usecs says how long
- * until one is there.
- */
-int
-consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	int			granted;
-
-	*wait_usecs = 0;
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit <= 0)
-	{
-		SpinLockRelease(&c->mutex);
-		return want;
-	}
-	c->tokens = Min((double) c->batch_size,
-					c->tokens + c->rate_limit * (double) (now - c->refilled_at) / USECS_PER_SEC);
-	c->refilled_at = now;
-	granted = (int) Min((double) want, c->tokens);
-	if (granted < 1)
-		*wait_usecs = (int64) ((1.0 - c->tokens) * USECS_PER_SEC / c->rate_limit) + 1;
-	else
-		c->tokens -= granted;
-	SpinLockRelease(&c->mutex);
-	return Max(granted, 0);
-}
-
-/* Gives back tokens a claim did not use. */
+/* Copies text into a buffer of size bytes, cut between characters. */
 void
-consumer_return_tokens(ConsumerSlot *c, int unused)
+copy_clipped(char *dst, const char *src, int size)
 {
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit > 0)
-		c->tokens = Min((double) c->batch_size, c->tokens + unused);
-	SpinLockRelease(&c->mutex);
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }
 
 /* Counts a committed batch. */
@@ -547,7 +641,7 @@ consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error
 	c->failures += failed;
 	if (error != NULL)
 	{
-		strlcpy(c->last_error, error, sizeof(c->last_error));
+		copy_clipped(c->last_error, error, sizeof(c->last_error));
 		c->last_error_at = GetCurrentTimestamp();
 	}
 	if (c->rate_second[i] != second)
@@ -564,7 +658,7 @@ void
 consumer_note_error(ConsumerSlot *c, const char *error)
 {
 	SpinLockAcquire(&c->mutex);
-	strlcpy(c->last_error, error, sizeof(c->last_error));
+	copy_clipped(c->last_error, error, sizeof(c->last_error));
 	c->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&c->mutex);
 }

@@ -86,7 +86,53 @@ optional_group_key(FunctionCallInfo fcinfo, int argno, bool *isnull)
 	return PointerGetDatum(key);
 }
 
-/* queue.send(queue_name, payload, delay, headers, group_key) returns bigint */
+/* A dedup_key: between 1 and GROUP_KEY_MAXLEN bytes, like a group key. */
+static void
+check_dedup_key(Datum key)
+{
+	text	   *t = DatumGetTextPP(key);
+
+	if (VARSIZE_ANY_EXHDR(t) == 0 || VARSIZE_ANY_EXHDR(t) > GROUP_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup_key must hold between 1 and %d bytes", GROUP_KEY_MAXLEN)));
+}
+
+/*
+ * Inserts one message (values as STMT_SEND takes them), under a
+ * deduplication key unless key is NULL.  Returns its id and whether it was
+ * sent; with a key already used within the window, the first message's id
+ * and false.  The caller is in the owner context.
+ */
+static int64
+send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,
+		 bool *sent)
+{
+	Datum		args[6];
+	char		argnulls[6];
+	bool		isnull;
+	int64		id;
+
+	*sent = true;
+	if (key == (Datum) 0)
+	{
+		run_plan(storage_plan(STMT_SEND, meta->id, 0), values, nulls);
+		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (!dedup_reserve(meta, key, now, &id))
+	{
+		*sent = false;
+		return id;
+	}
+	memcpy(args, values, sizeof(Datum) * 5);
+	memcpy(argnulls, nulls, 5);
+	args[5] = Int64GetDatum(id);
+	argnulls[5] = ' ';
+	run_plan(storage_plan(STMT_SEND_WITH_ID, meta->id, 0), args, argnulls);
+	return id;
+}
+
+/* queue.send(queue_name, payload, delay, headers, group_key, dedup_key) returns bigint */
 Datum
 queue_send(PG_FUNCTION_ARGS)
 {
@@ -96,6 +142,7 @@ queue_send(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		sent;
 	int64		id;
 	OwnerContext ctx;
 
@@ -112,19 +159,73 @@ queue_send(PG_FUNCTION_ARGS)
 	nulls[3] = isnull ? 'n' : ' ';
 	values[4] = PG_GETARG_DATUM(1);
 	check_payload_size(values[4], values[3], nulls[3] == 'n');
+	if (!PG_ARGISNULL(5))
+		check_dedup_key(PG_GETARG_DATUM(5));
 
 	owner_context_enter(&ctx);
-	run_plan(storage_plan(STMT_SEND, meta->id, 0), values, nulls);
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	id = send_one(meta, values, nulls, now, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+				  &sent);
 	owner_context_exit(&ctx);
 
+	if (!sent)
+		PG_RETURN_INT64(id);
 	pending_sent(meta->id, 1);
 	if (delay > 0)
 		pending_hidden(meta->id, now + delay, 0, 1);
 	PG_RETURN_INT64(id);
 }
 
-/* queue.send_batch(queue_name, payloads, delay, headers, group_key) returns setof bigint */
+/*
+ * send_batch with dedup_keys: one message at a time, each under its key
+ * (or none); returns how many were sent anew.
+ */
+static uint64
+send_each(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now,
+		  const Datum *payloads, int npayloads, const Datum *keys, const bool *key_nulls,
+		  ReturnSetInfo *rsinfo)
+{
+	uint64		sent = 0;
+
+	for (int i = 0; i < npayloads; i++)
+	{
+		bool		new_message;
+		Datum		id;
+		bool		isnull = false;
+
+		values[4] = payloads[i];
+		id = Int64GetDatum(send_one(meta, values, nulls, now,
+									key_nulls[i] ? (Datum) 0 : keys[i], &new_message));
+		sent += new_message;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	return sent;
+}
+
+/* The dedup_keys argument: one key or NULL per payload. */
+static void
+dedup_keys_arg(FunctionCallInfo fcinfo, int argno, int npayloads, Datum **keys, bool **nulls)
+{
+	int			nkeys;
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), TEXTOID, -1, false, TYPALIGN_INT,
+					  keys, nulls, &nkeys);
+	if (nkeys != npayloads)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup_keys must hold one element per payload"),
+				 errdetail("There are %d payloads and %d keys.", npayloads, nkeys),
+				 errhint("Use NULL elements for messages without a key.")));
+	for (int i = 0; i < nkeys; i++)
+	{
+		if (!(*nulls)[i])
+			check_dedup_key((*keys)[i]);
+	}
+}
+
+/*
+ * queue.send_batch(queue_name, payloads, delay, headers, group_key,
+ *					dedup_keys) returns setof bigint
+ */
 Datum
 queue_send_batch(PG_FUNCTION_ARGS)
 {
@@ -138,6 +239,8 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	Datum	   *payloads;
 	bool	   *payload_nulls;
 	int			npayloads;
+	Datum	   *keys = NULL;
+	bool	   *key_nulls = NULL;
 	uint64		sent;
 	OwnerContext ctx;
 
@@ -162,18 +265,25 @@ queue_send_batch(PG_FUNCTION_ARGS)
 					 errdetail("Element %d is null.", i + 1)));
 		check_payload_size(payloads[i], values[3], nulls[3] == 'n');
 	}
+	if (!PG_ARGISNULL(5))
+		dedup_keys_arg(fcinfo, 5, npayloads, &keys, &key_nulls);
 	values[0] = TimestampTzGetDatum(now + delay);
 	values[1] = TimestampTzGetDatum(now);
 	values[4] = PG_GETARG_DATUM(1);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	owner_context_enter(&ctx);
-	sent = run_plan(storage_plan(STMT_SEND_BATCH, meta->id, 0), values, nulls);
-	for (uint64 i = 0; i < sent; i++)
+	if (keys != NULL)
+		sent = send_each(meta, values, nulls, now, payloads, npayloads, keys, key_nulls, rsinfo);
+	else
 	{
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		sent = run_plan(storage_plan(STMT_SEND_BATCH, meta->id, 0), values, nulls);
+		for (uint64 i = 0; i < sent; i++)
+		{
+			Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		}
 	}
 	owner_context_exit(&ctx);
 

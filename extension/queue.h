@@ -26,6 +26,7 @@ extern int	queue_max_queues;
 extern int	queue_max_workers;
 extern int	queue_max_consumers;
 extern int	queue_worker_idle_timeout;
+extern int	queue_maintenance_interval;
 extern bool queue_allow_superuser_consumers;
 
 /* validate.c: argument checks shared by every SQL-callable function */
@@ -39,12 +40,15 @@ extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argn
 extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
 extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
+extern char **reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n);
 
 #define QUEUE_MAX_BATCH				10000
 #define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
 #define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
 #define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define QUEUE_MIN_DEDUP_WINDOW_USECS	USECS_PER_SEC
+#define QUEUE_DEFAULT_DEDUP_WINDOW_USECS	(INT64CONST(5) * USECS_PER_MINUTE)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
 
 /*
@@ -122,6 +126,7 @@ typedef struct QueueMeta
 	int32		max_attempts;	/* 0: no limit */
 	int64		dead_letter_id; /* 0: none */
 	int64		retention_usecs;	/* -1: keep archived messages for ever */
+	int64		dedup_window_usecs;
 	Oid			owner;
 	int			nsenders;
 	Oid		   *senders;
@@ -148,6 +153,8 @@ extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const cha
 extern void owner_context_enter(OwnerContext *ctx);
 extern void owner_context_exit(OwnerContext *ctx);
 extern void catalog_changed(void);
+extern void run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls);
+extern SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern Oid	catalog_relid(void);
 
 /* storage.c: per-queue tables and the cached statements that touch them */
@@ -155,6 +162,7 @@ typedef enum StorageStatement
 {
 	STMT_SEND,
 	STMT_SEND_BATCH,
+	STMT_SEND_WITH_ID,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
@@ -250,6 +258,16 @@ extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
 extern Oid	message_type_oid(void);
 extern void consumer_check_handler(Oid handler, Oid role);
 extern Oid	consumer_catalog_relid(void);
+extern char *consumer_owned_by(Oid role);
+
+/* dedup.c: deduplication keys */
+extern bool dedup_reserve(const QueueMeta *meta, Datum key, TimestampTz now, int64 *id);
+extern void dedup_prune(int64 queue_id, bool logged);
+extern void dedup_forget(int64 queue_id, bool logged);
+extern void dedup_set_logged(int64 queue_id, bool logged);
+
+/* maintain.c: the housekeeping of a database's queues */
+extern void queue_maintain_database(void);
 
 /* registry.c: consumers and drain workers in shared memory */
 typedef enum WorkerState
@@ -259,7 +277,7 @@ typedef enum WorkerState
 	WORKER_CLAIMING,
 	WORKER_HANDLING,
 	WORKER_COMMITTING,
-	WORKER_SURVEYING
+	WORKER_MAINTAINING
 } WorkerState;
 
 typedef struct ConsumerSlot
@@ -277,6 +295,7 @@ typedef struct ConsumerSlot
 	uint64		idle_seq;		/* queue's wakeup sequence when a worker went idle */
 	bool		seen_idle;
 	bool		want_more;		/* a worker found a full batch: add one */
+	TimestampTz wake_at;		/* a hidden message is visible again then */
 	TimestampTz next_start;		/* start no worker before (backoff) */
 	int			start_failures;
 	/* shared by the consumer's workers, under mutex */
@@ -297,7 +316,7 @@ typedef struct ConsumerSlot
 typedef struct WorkerSlot
 {
 	bool		in_use;
-	bool		survey;			/* a survey worker, not a drain worker */
+	bool		maintenance;	/* a maintenance worker, not a drain worker */
 	uint32		generation;
 	pid_t		pid;
 	Oid			database;
@@ -306,6 +325,8 @@ typedef struct WorkerSlot
 	TimestampTz started_at;
 	bool		worked;			/* connected: not a failed start */
 	bool		failed;			/* ended by an error: back off */
+	bool		stopping;		/* stopped on purpose: not a failure */
+	bool		exited;			/* gone or going: only the launcher frees the slot */
 	slock_t		mutex;			/* guards the fields below */
 	WorkerState state;
 	TimestampTz batch_started_at;
@@ -327,34 +348,45 @@ extern ConsumerSlot *registry_find_consumer(Oid database, Oid catalog, int64 con
 extern void registry_set_launcher(bool running);
 extern pid_t registry_launcher_pid(void);
 extern void registry_poke_launcher(void);
-extern void registry_request_survey(Oid database);
-extern Oid	registry_next_survey(bool *all);
+extern void registry_request_maintenance(Oid database);
+extern void registry_request_maintenance_all(void);
+extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
+extern bool registry_consumer_of_owner(Oid role, Oid skip_database, char *name,
+									   Oid *database);
+extern void registry_note_database(Oid database, bool installed);
+extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
-extern void registry_stop_database_done(Oid database, bool dropped);
+extern void registry_stop_database_done(Oid database, bool dropped, bool maintain);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
 extern void registry_release_worker(int index, uint32 generation);
 extern WorkerSlot *registry_attach_worker(int index, uint32 generation);
+extern bool registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer);
 extern void worker_set_state(WorkerSlot *w, WorkerState state, int batch_messages);
 extern const char *worker_state_name(WorkerState state);
 extern int	consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs);
 extern void consumer_return_tokens(ConsumerSlot *c, int unused);
 extern void consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error);
 extern void consumer_note_error(ConsumerSlot *c, const char *error);
+extern void copy_clipped(char *dst, const char *src, int size);
 extern double consumer_observed_rate(ConsumerSlot *c);
 
-/* launcher.c and drain.c: the background workers */
+/* launcher.c, drain.c and maintenance.c: the background workers */
 extern void launcher_register(void);
+extern void bgworker_begin_xact(void);
+extern void bgworker_commit_xact(void);
+extern void maintenance_worker_run(WorkerSlot *me);
 
 /* shmem.c, for the launcher and the workers: a queue's slot by key */
 extern SlotKey queue_slot_key(int64 queue_id);
 extern uint64 wakeup_sequence_key(const SlotKey *key);
 extern void wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline);
 extern bool queue_has_work(const SlotKey *key, uint64 since_seq, bool poke_launcher);
+extern TimestampTz queue_next_visible(const SlotKey *key);
 
 
 #endif							/* QUEUE_H */

@@ -69,6 +69,11 @@ static const StatementDef statements[STMT__COUNT] = {
 		" ORDER BY n RETURNING id",
 		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
 	},
+	[STMT_SEND_WITH_ID] = {
+		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload, id)"
+		" VALUES ($1, $2, $3, $4, $5, $6)",
+		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT8OID}
+	},
 	[STMT_CLAIM] = {
 		"SELECT " MESSAGE_COLUMNS " FROM queue_internal.q%1$lld"
 		" WHERE visible_at <= $1 AND id <> ALL ($2)"
