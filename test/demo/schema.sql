@@ -26,7 +26,7 @@ DO $$ BEGIN
     CREATE ROLE demo LOGIN;
   END IF;
 END $$;
-GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval) TO demo;
+GRANT EXECUTE ON FUNCTION queue.create TO demo;
 CREATE SCHEMA demo AUTHORIZATION demo;
 -- the front end's patience is the client's: a request it gave up on must
 -- not be processed behind its back, so the server gives up too
