@@ -41,6 +41,7 @@ plot direct."-samples.csv" skip 1 using 1:5 with lines ls 1 title "direct", \
      buffered."-samples.csv" skip 1 using 1:5 with lines ls 2 title "buffered"
 
 set ylabel "orders/s"
+set key top left
 set title "orders processed (committed) per second"
 set xlabel "seconds from the start of the burst"
 plot direct."-processed.csv" skip 1 using 1:2 with steps ls 1 title "direct", \
