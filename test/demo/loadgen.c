@@ -51,6 +51,8 @@
 
 #include <libpq-fe.h>
 
+#define Max(a, b) ((a) > (b) ? (a) : (b))
+
 typedef enum
 {
 	C_DOWN,						/* no connection; reconnect at retry_at */
@@ -169,6 +171,7 @@ static struct
 	long		nsamples;
 } mon = {.depth = -1, .deadlocks0 = -1};
 
+/* Prints the message and exits 1. */
 static void
 die(const char *fmt,...)
 {
@@ -182,6 +185,7 @@ die(const char *fmt,...)
 	exit(1);
 }
 
+/* Wall-clock seconds: the server's commit times are compared with them. */
 static double
 now(void)
 {
@@ -191,6 +195,7 @@ now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* SIGINT, SIGTERM: stop, and still write what was measured. */
 static void
 on_signal(int sig)
 {
@@ -199,6 +204,7 @@ on_signal(int sig)
 }
 
 /* A request's order, derived from its id alone, so both runs send the same. */
+/* splitmix64's finaliser: a good hash of one 64-bit word. */
 static uint64_t
 mix(uint64_t x)
 {
@@ -208,6 +214,7 @@ mix(uint64_t x)
 	return x ^ (x >> 31);
 }
 
+/* The order of a request, as JSON: 2 or 3 distinct products, quantities 1-3. */
 static char *
 make_payload(long request_id)
 {
@@ -252,6 +259,7 @@ make_payload(long request_id)
 	return buf;
 }
 
+/* The second since the start that t falls in, clamped to the table. */
 static int
 second_of(double t)
 {
@@ -294,6 +302,7 @@ record(Client *c, const char *fate, long request_id, const char *payload, double
 	fprintf(requests_file, "%ld\t%s\t%s\n", request_id, fate, payload);
 }
 
+/* Counts an error message by its first line, for the summary. */
 static void
 note_error(const char *msg)
 {
@@ -321,6 +330,7 @@ note_error(const char *msg)
 
 /* ---- clients ------------------------------------------------------------- */
 
+/* Starts a connection through PgBouncer; on failure, tries again later. */
 static void
 client_connect(Client *c)
 {
@@ -338,6 +348,7 @@ client_connect(Client *c)
 	c->poll_events = POLLOUT;
 }
 
+/* Closes the client's connection; it reconnects after a short pause. */
 static void
 client_drop(Client *c, double t)
 {
@@ -349,6 +360,7 @@ client_drop(Client *c, double t)
 	c->retry_at = t + 0.05 + (double) (mix((uint64_t) c->index ^ (uint64_t) (t * 1000)) % 100) / 1000.0;
 }
 
+/* Moves to the client's next request and the time it is due. */
 static void
 client_advance(Client *c)
 {
@@ -356,12 +368,14 @@ client_advance(Client *c)
 	c->due = t0 + ((double) c->index / opt.clients + c->seq) / opt.rate;
 }
 
+/* Whether the client's schedule still has a request before the end. */
 static int
 client_has_due(Client *c, double end)
 {
 	return c->due < end;
 }
 
+/* Sends the client's due request; its fate comes with the answer. */
 static void
 client_send(Client *c, double t)
 {
@@ -416,6 +430,7 @@ client_expire(Client *c, double t, double end)
 	}
 }
 
+/* Reads the answer to the request in flight, as far as it has come. */
 static void
 client_result(Client *c, double t)
 {
@@ -478,6 +493,7 @@ static const char *sample_sql =
 "  (SELECT sum(deadlocks) FROM pg_stat_database)::bigint"
 "  FROM pg_stat_activity WHERE pid <> pg_backend_pid()";
 
+/* Connects the sampler, directly to the server. */
 static void
 monitor_start(void)
 {
@@ -488,6 +504,7 @@ monitor_start(void)
 	fprintf(samples_file, "t,processing,lock_waits,backends,depth,deadlocks\n");
 }
 
+/* Sends the sample query when one is due and none is out. */
 static void
 monitor_send(double t)
 {
@@ -499,6 +516,7 @@ monitor_send(double t)
 	mon.next_at = t + opt.sample_ms / 1000.0;
 }
 
+/* Reads a sample: the last values, the peaks, a row of samples.csv. */
 static void
 monitor_result(void)
 {
@@ -548,6 +566,7 @@ monitor_result(void)
 
 /* ---- reports --------------------------------------------------------------- */
 
+/* qsort: latencies by second, then by value. */
 static int
 cmp_latency(const void *a, const void *b)
 {
@@ -559,6 +578,7 @@ cmp_latency(const void *a, const void *b)
 	return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
+/* qsort: floats ascending. */
 static int
 cmp_float(const void *a, const void *b)
 {
@@ -568,6 +588,7 @@ cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* The p-quantile of n sorted values (nearest rank); NaN for none. */
 static double
 percentile(const float *v, long n, double p)
 {
@@ -581,6 +602,7 @@ percentile(const float *v, long n, double p)
 	return v[i];
 }
 
+/* Opens PREFIX-suffix for writing, or dies. */
 static FILE *
 open_out(const char *suffix)
 {
@@ -594,6 +616,7 @@ open_out(const char *suffix)
 	return f;
 }
 
+/* Writes seconds.csv, summary.txt and errors.txt. */
 static void
 write_reports(double requests_done, double settled_at, int last_second)
 {
@@ -652,6 +675,7 @@ write_reports(double requests_done, double settled_at, int last_second)
 	free(all);
 }
 
+/* The progress line: in place on a terminal, every 5 s otherwise. */
 static void
 progress(double t, double end, int in_flight, int final)
 {
@@ -669,6 +693,7 @@ progress(double t, double end, int in_flight, int final)
 			(tty && !final) ? "\033[K" : "\n");
 }
 
+/* Prints the options and exits 2. */
 static void
 usage(void)
 {
@@ -688,6 +713,7 @@ usage(void)
 	exit(2);
 }
 
+/* Reads the options into opt, and checks them. */
 static void
 parse_args(int argc, char **argv)
 {
@@ -743,93 +769,83 @@ parse_args(int argc, char **argv)
 		die("an option is out of range");
 }
 
-int
-main(int argc, char **argv)
+/* Moves a connecting client on; it becomes idle once PgBouncer lets it in. */
+static void
+client_poll_connect(Client *c, double t)
 {
-	Client	   *clients;
-	struct pollfd *fds;
-	double		end,
-				requests_done = 0;
-	int			last_second = 0;
-	int			quiet_samples = 0;
-	long		seen_samples = 0;
+	switch (PQconnectPoll(c->conn))
+	{
+		case PGRES_POLLING_READING:
+			c->poll_events = POLLIN;
+			break;
+		case PGRES_POLLING_WRITING:
+			c->poll_events = POLLOUT;
+			break;
+		case PGRES_POLLING_OK:
+			PQsetnonblocking(c->conn, 1);
+			c->state = C_IDLE;
+			break;
+		default:
+			note_error(PQerrorMessage(c->conn));
+			client_drop(c, t);
+			break;
+	}
+}
 
-	parse_args(argc, argv);
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGPIPE, SIG_IGN);
+/* Connects every client before the clock starts; gives up after 30 s. */
+static void
+connect_all(Client *clients, struct pollfd *fds)
+{
+	double		deadline = now() + 30;
+	int			pending = opt.clients;
 
-	requests_file = open_out("requests.tsv");
-	samples_file = open_out("samples.csv");
-	nseconds = (int) (opt.duration + opt.timeout + opt.settle) + 30;
-	seconds = calloc(nseconds, sizeof(Second));
-	clients = calloc(opt.clients, sizeof(Client));
-	fds = calloc(opt.clients + 1, sizeof(struct pollfd));
-	if (!seconds || !clients || !fds)
-		die("out of memory");
-
-	monitor_start();
-	/* connect everyone first; the schedule starts when they are in */
-	t0 = now() + 1e9;
 	for (int i = 0; i < opt.clients; i++)
 	{
 		clients[i].index = i;
 		client_connect(&clients[i]);
 	}
+	while (pending > 0 && now() < deadline && !interrupted)
 	{
-		double		deadline = now() + 30;
-		int			pending = opt.clients;
+		int			n = 0;
 
-		while (pending > 0 && now() < deadline && !interrupted)
+		pending = 0;
+		for (int i = 0; i < opt.clients; i++)
 		{
-			int			n = 0;
+			Client	   *c = &clients[i];
 
-			pending = 0;
-			for (int i = 0; i < opt.clients; i++)
-			{
-				Client	   *c = &clients[i];
-
-				if (c->state == C_DOWN && now() >= c->retry_at)
-					client_connect(c);
-				if (c->state != C_CONNECTING)
-				{
-					pending += c->state == C_DOWN;
-					continue;
-				}
+			if (c->state == C_DOWN && now() >= c->retry_at)
+				client_connect(c);
+			if (c->state == C_DOWN || c->state == C_CONNECTING)
 				pending++;
-				fds[n].fd = PQsocket(c->conn);
-				fds[n].events = c->poll_events;
-				fds[n].revents = 0;
-				n++;
-			}
-			(void) poll(fds, n, 10);
-			for (int i = 0; i < opt.clients; i++)
-			{
-				Client	   *c = &clients[i];
-
-				if (c->state != C_CONNECTING)
-					continue;
-				switch (PQconnectPoll(c->conn))
-				{
-					case PGRES_POLLING_READING: c->poll_events = POLLIN; break;
-					case PGRES_POLLING_WRITING: c->poll_events = POLLOUT; break;
-					case PGRES_POLLING_OK:
-						PQsetnonblocking(c->conn, 1);
-						c->state = C_IDLE;
-						break;
-					default:
-						note_error(PQerrorMessage(c->conn));
-						client_drop(c, now());
-						break;
-				}
-			}
+			if (c->state != C_CONNECTING)
+				continue;
+			fds[n].fd = PQsocket(c->conn);
+			fds[n].events = c->poll_events;
+			fds[n].revents = 0;
+			n++;
 		}
-		if (pending > 0)
-			die("%d clients could not connect through %s", pending, opt.target);
+		(void) poll(fds, n, 10);
+		for (int i = 0; i < opt.clients; i++)
+			if (clients[i].state == C_CONNECTING)
+				client_poll_connect(&clients[i], now());
 	}
+	if (pending > 0)
+		die("%d clients could not connect through %s", pending, opt.target);
+}
 
-	t0 = now();
-	end = t0 + opt.duration;
+/*
+ * The burst and the drain after it: each pass lets every client do what is
+ * due, polls the connections in use and the sampler's, and handles what
+ * came in.  Returns when every request has its fate and the server has
+ * settled, when --settle runs out, or at an interruption.
+ */
+static void
+run(Client *clients, struct pollfd *fds, int *fd_client, double *requests_done)
+{
+	double		end = t0 + opt.duration;
+	int			quiet_samples = 0;
+	long		seen_samples = 0;
+
 	for (int i = 0; i < opt.clients; i++)
 	{
 		clients[i].seq = -1;
@@ -844,21 +860,12 @@ main(int argc, char **argv)
 					in_flight = 0,
 					pending = 0;
 
-		/* what each client does next, and when the loop must wake up */
-		for (int i = 0; i < opt.clients; i++)
+		for (int i = 0; i < opt.clients && !interrupted; i++)
 		{
 			Client	   *c = &clients[i];
 
-			if (interrupted)
-				break;
 			if (c->state == C_DOWN && t >= c->retry_at)
 				client_connect(c);
-			if (c->state == C_IDLE)
-			{
-				client_expire(c, t, end);
-				if (client_has_due(c, end) && c->due <= t)
-					client_send(c, t);
-			}
 			if (c->state == C_BUSY && t - c->request_due > opt.timeout)
 			{
 				/* the patience ran out in flight: fate unknown */
@@ -868,6 +875,9 @@ main(int argc, char **argv)
 			}
 			if (c->state != C_BUSY)
 				client_expire(c, t, end);
+			if (c->state == C_IDLE && client_has_due(c, end) && c->due <= t)
+				client_send(c, t);
+
 			if (c->state == C_BUSY)
 				in_flight++;
 			if (c->state == C_BUSY || client_has_due(c, end))
@@ -883,7 +893,7 @@ main(int argc, char **argv)
 				fds[n].fd = PQsocket(c->conn);
 				fds[n].events = c->state == C_CONNECTING ? c->poll_events : POLLIN;
 				fds[n].revents = 0;
-				n++;
+				fd_client[n++] = i;
 			}
 		}
 		monitor_send(t);
@@ -895,11 +905,11 @@ main(int argc, char **argv)
 
 		progress(t, end, in_flight, 0);
 		if (interrupted)
-			break;
+			return;
 		if (t >= end && pending == 0)
 		{
-			if (requests_done == 0)
-				requests_done = t;
+			if (*requests_done == 0)
+				*requests_done = t;
 			/* after the burst: wait for the queue to drain and processing to stop */
 			if (mon.nsamples != seen_samples)
 			{
@@ -909,67 +919,64 @@ main(int argc, char **argv)
 				else
 					quiet_samples = 0;
 			}
-			if (quiet_samples >= 3 || t > requests_done + opt.settle)
-				break;
+			if (quiet_samples >= 3 || t > *requests_done + opt.settle)
+				return;
 		}
 
-		{
-			int			ms = (int) ceil((wake - t) * 1000);
-
-			if (ms < 0)
-				ms = 0;
-			if (poll(fds, n + 1, ms) < 0 && errno != EINTR)
-				die("poll: %s", strerror(errno));
-		}
+		if (poll(fds, n + 1, (int) Max(0, ceil((wake - t) * 1000))) < 0 && errno != EINTR)
+			die("poll: %s", strerror(errno));
 		t = now();
 		if (fds[n].revents)
 			monitor_result();
-		/* the clients in the order the fds were filled */
-		for (int i = 0, k = 0; i < opt.clients && k < n; i++)
+		for (int k = 0; k < n; k++)
 		{
-			Client	   *c = &clients[i];
+			Client	   *c = &clients[fd_client[k]];
 
-			if (c->state != C_CONNECTING && c->state != C_BUSY)
-				continue;
-			if (fds[k].fd != PQsocket(c->conn))
-			{
-				/* this client changed state after the fds were built */
-				continue;
-			}
-			if (fds[k++].revents == 0)
+			if (fds[k].revents == 0)
 				continue;
 			if (c->state == C_CONNECTING)
+				client_poll_connect(c, t);
+			else if (PQflush(c->conn) < 0)
 			{
-				switch (PQconnectPoll(c->conn))
-				{
-					case PGRES_POLLING_READING: c->poll_events = POLLIN; break;
-					case PGRES_POLLING_WRITING: c->poll_events = POLLOUT; break;
-					case PGRES_POLLING_OK:
-						PQsetnonblocking(c->conn, 1);
-						c->state = C_IDLE;
-						break;
-					default:
-						note_error(PQerrorMessage(c->conn));
-						client_drop(c, t);
-						break;
-				}
+				note_error(PQerrorMessage(c->conn));
+				record(c, "in_doubt", c->request_id, c->payload, t);
+				client_drop(c, t);
 			}
 			else
-			{
-				if (PQflush(c->conn) < 0)
-				{
-					note_error(PQerrorMessage(c->conn));
-					record(c, "in_doubt", c->request_id, c->payload, t);
-					client_drop(c, t);
-					continue;
-				}
 				client_result(c, t);
-			}
 		}
-		last_second = second_of(now());
 	}
+}
 
-	progress(now(), end, 0, 1);
+int
+main(int argc, char **argv)
+{
+	Client	   *clients;
+	struct pollfd *fds;
+	int		   *fd_client;
+	double		requests_done = 0;
+
+	parse_args(argc, argv);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+
+	requests_file = open_out("requests.tsv");
+	samples_file = open_out("samples.csv");
+	nseconds = (int) (opt.duration + opt.timeout + opt.settle) + 30;
+	seconds = calloc(nseconds, sizeof(Second));
+	clients = calloc(opt.clients, sizeof(Client));
+	fds = calloc(opt.clients + 1, sizeof(struct pollfd));
+	fd_client = calloc(opt.clients, sizeof(int));
+	if (!seconds || !clients || !fds || !fd_client)
+		die("out of memory");
+
+	monitor_start();
+	connect_all(clients, fds);
+	t0 = now();
+	run(clients, fds, fd_client, &requests_done);
+
+	progress(now(), t0 + opt.duration, 0, 1);
 	/* the requests still in flight at an interruption have an unknown fate */
 	for (int i = 0; i < opt.clients; i++)
 	{
@@ -980,7 +987,7 @@ main(int argc, char **argv)
 	}
 	fclose(requests_file);
 	fclose(samples_file);
-	write_reports(requests_done ? requests_done : now(), now(), last_second);
+	write_reports(requests_done ? requests_done : now(), now(), second_of(now()));
 	PQfinish(mon.conn);
 	return interrupted ? 130 : 0;
 }
