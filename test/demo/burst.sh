@@ -262,9 +262,12 @@ gnuplot -e "direct='$base-direct'; buffered='$base-buffered'; png='$base.png';
   "$here/plot.gp"
 cp "$base.png" "$out/burst-latest.png"
 cp "$report" "$out/burst-latest.txt"
+# under the tree, paths are shown from its top: test/run copies them back
+# from its unprivileged copy to the same place
+show=${base#"$top"/}
 echo
-echo "plot: $base.png (also $out/burst-latest.png)"
-echo "data: $base-*"
+echo "plot: $show.png (the latest also as ${show%/*}/burst-latest.png)"
+echo "data: $show-*"
 
 status=0
 for m in direct buffered; do

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -675,22 +676,35 @@ write_reports(double requests_done, double settled_at, int last_second)
 	free(all);
 }
 
-/* The progress line: in place on a terminal, every 5 s otherwise. */
+/*
+ * The progress line: in place on a terminal (cut to its width, so that it
+ * never wraps), every 5 s otherwise.
+ */
 static void
 progress(double t, double end, int in_flight, int final)
 {
 	static double last = 0;
 	int			tty = isatty(2);
+	char		line[512];
+	struct winsize ws;
 
 	if (opt.quiet || (!final && t - last < (tty ? 0.5 : 5.0)))
 		return;
 	last = t;
-	fprintf(stderr, "%s%-8s %5.1fs%s sent %6ld  accepted %6ld  failed %5ld  expired %5ld"
-			"  in flight %4d  processing %3d  lock waits %3d  queue %6ld%s",
-			tty ? "\r" : "", opt.mode, t - t0, t > end ? "+" : " ", total_sent,
-			total_accepted, total_failed, total_expired, in_flight, mon.processing,
-			mon.lock_waits, mon.depth < 0 ? 0 : mon.depth,
-			(tty && !final) ? "\033[K" : "\n");
+	/* what matters most first: a narrow terminal cuts the end */
+	snprintf(line, sizeof(line), "%-8s %5.1fs%s accepted %6ld, turned away %6ld | processing %3d,"
+			 " on locks %3d | queue %6ld | sent %6ld, in flight %4d",
+			 opt.mode, t - t0, t > end ? "+" : " ", total_accepted,
+			 total_failed + total_expired + total_in_doubt, mon.processing, mon.lock_waits,
+			 mon.depth < 0 ? 0 : mon.depth, total_sent, in_flight);
+	if (!tty)
+	{
+		fprintf(stderr, "%s\n", line);
+		return;
+	}
+	if (ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && ws.ws_col < sizeof(line))
+		line[ws.ws_col - 1] = '\0';
+	fprintf(stderr, "\r%s\033[K%s", line, final ? "\n" : "");
 }
 
 /* Prints the options and exits 2. */
