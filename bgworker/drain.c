@@ -13,6 +13,17 @@
  * database a message takes effect once; a worker that dies leaves its
  * transaction uncommitted and the messages are claimed again.
  *
+ * Careful mode: the claim only locks, so a delivery is counted only when
+ * its batch commits, and a message that kills its worker (a FATAL, a
+ * crash) would come back uncounted for ever.  So after a start (of the
+ * server, or after a crash) and after a worker died in a batch, a
+ * consumer's next batch_size messages run one at a time, each first
+ * leased like a read in a transaction of its own (the lease counts the
+ * delivery and hides the message for handler_timeout and a grace), then
+ * handled and settled by its receipt in a second one.  A message that
+ * kills its worker every time thus reaches max_attempts and the
+ * dead-letter queue.
+ *
  * The handler runs in a subtransaction.  When it raises an error the batch
  * is split in halves, each retried in its own subtransaction, down to the
  * single messages that fail (Lambda's BisectBatchOnFunctionError), so good
@@ -63,6 +74,7 @@ typedef struct Batch
 	int			n;
 	Datum	   *messages;		/* queue.message composite values */
 	int64	   *ids;
+	int64		receipt;		/* careful mode: the lease of its one message */
 	int32	   *attempts;		/* deliveries, this one included */
 	char	  **errors;			/* NULL: handled */
 	Oid			message_type;
@@ -81,6 +93,12 @@ typedef struct BatchResult
 } BatchResult;
 
 static WorkerSlot *me = NULL;
+
+/* careful mode: what outlives the transaction that leased the message */
+static MemoryContext careful_cxt = NULL;
+
+/* how long past handler_timeout a careful lease lasts */
+#define CAREFUL_GRACE_USECS		(INT64CONST(10) * USECS_PER_SEC)
 
 /* A worker's transaction, with the snapshot SPI needs around it. */
 void
@@ -257,6 +275,42 @@ retry_delay(const ConsumerConfig *cfg, int32 attempts)
 	return Min(delay, cfg->max_retry_backoff_usecs);
 }
 
+/* The failure of message i, to record. */
+static FailedMessage
+failure_of(Batch *b, int i, const QueueMeta *meta, const ConsumerConfig *cfg)
+{
+	FailedMessage f;
+
+	f.id = b->ids[i];
+	f.attempts = b->attempts[i];
+	f.error = b->errors[i];
+	f.dead = meta->max_attempts > 0 && b->attempts[i] >= meta->max_attempts;
+	f.visible_at = GetCurrentTimestamp() + retry_delay(cfg, b->attempts[i]);
+	return f;
+}
+
+/* Careful mode: settles the one leased message by its receipt. */
+static void
+settle_careful(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
+{
+	FailedMessage f;
+	bool		settled;
+
+	if (b->errors[0] == NULL)
+		settled = settle_leased(meta, b->ids[0], b->receipt, NULL);
+	else
+	{
+		f = failure_of(b, 0, meta, cfg);
+		settled = settle_leased(meta, b->ids[0], b->receipt, &f);
+	}
+	/* its lease ran out and another took it: the handler's work must not count */
+	if (!settled)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("queue message %lld was leased again before its handler finished",
+						(long long) b->ids[0])));
+}
+
 /* Deletes the handled messages and returns or dead-letters the failed ones. */
 static void
 settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
@@ -265,22 +319,14 @@ settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
 	FailedMessage *failed = palloc(sizeof(FailedMessage) * b->n);
 	int			ndone = 0;
 	int			nfailed = 0;
-	TimestampTz now = GetCurrentTimestamp();
 	OwnerContext ctx;
 
 	for (int i = 0; i < b->n; i++)
 	{
 		if (b->errors[i] == NULL)
-		{
 			done[ndone++] = b->ids[i];
-			continue;
-		}
-		failed[nfailed].id = b->ids[i];
-		failed[nfailed].attempts = b->attempts[i];
-		failed[nfailed].error = b->errors[i];
-		failed[nfailed].dead = meta->max_attempts > 0 && b->attempts[i] >= meta->max_attempts;
-		failed[nfailed].visible_at = now + retry_delay(cfg, b->attempts[i]);
-		nfailed++;
+		else
+			failed[nfailed++] = failure_of(b, i, meta, cfg);
 	}
 	owner_context_enter(&ctx);
 	settle_messages(meta, done, ndone, failed, nfailed);
@@ -292,7 +338,7 @@ settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
  * more while the batch is not full.  Returns how many.
  */
 static int
-claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want)
+claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want, bool careful)
 {
 	TupleDesc	desc = lookup_rowtype_tupdesc_copy(b->message_type, -1);
 	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
@@ -307,7 +353,9 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 	for (;;)
 	{
 		uint64		seen = wakeup_sequence_key(&key);
-		int			got = claim_messages(meta, want - n, held, n, store, desc);
+		int			got = careful ?
+			claim_leased(meta, 1, cfg->handler_timeout_usecs + CAREFUL_GRACE_USECS, store, desc) :
+			claim_messages(meta, want - n, held, n, store, desc);
 
 		for (int i = 0; i < got; i++)
 		{
@@ -318,7 +366,7 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 			held[n + i] = DatumGetInt64(slot_getattr(slot, MSG_COL_ID, &isnull));
 		}
 		n += got;
-		if (n >= want || n == 0 || GetCurrentTimestamp() >= deadline)
+		if (careful || n >= want || n == 0 || GetCurrentTimestamp() >= deadline)
 			break;
 		if (got == 0)
 			wakeup_wait_key(&key, seen, deadline);
@@ -342,6 +390,8 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 		if (!tuplestore_gettupleslot(store, true, false, slot))
 			elog(ERROR, "queue claim lost a message");
 		b->attempts[i] = DatumGetInt32(slot_getattr(slot, MSG_COL_ATTEMPTS, &isnull));
+		if (careful)
+			b->receipt = DatumGetInt64(slot_getattr(slot, MSG_COL_RECEIPT, &isnull));
 		b->messages[i] = ExecFetchSlotHeapTupleDatum(slot);
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -357,12 +407,31 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
  * Runs one batch in one transaction.  Returns how many messages it claimed
  * (0: none there), or a BATCH_ code when the worker should stop.
  */
-static int
-run_batch(int64 consumer_id, int tokens, BatchResult *result)
+/*
+ * The queue as this consumer sees it: its max_attempts, when the queue has
+ * a dead-letter queue to take the messages out of attempts.  NULL when the
+ * queue is gone.
+ */
+static bool
+consumer_queue(const ConsumerConfig *cfg, QueueMeta *meta)
 {
-	ConsumerConfig *cfg;
+	const QueueMeta *cached = queue_lookup_by_id(cfg->queue_id);
+
+	if (cached == NULL)
+		return false;
+	*meta = *cached;
+	if (cfg->max_attempts > 0 && meta->dead_letter_id != 0)
+		meta->max_attempts = cfg->max_attempts;
+	return true;
+}
+
+static int
+run_batch(int64 consumer_id, int tokens, bool careful, BatchResult *result)
+{
+	ConsumerConfig *loaded;
+	ConsumerConfig config;
+	ConsumerConfig *cfg = &config;
 	QueueMeta	meta;
-	const QueueMeta *cached = NULL;
 	Batch		b = {0};
 	OwnerContext ctx;
 	int			n;
@@ -379,17 +448,18 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it")));
 	owner_context_enter(&ctx);
-	n = consumer_catalog_load(consumer_id, &cfg);
+	n = consumer_catalog_load(consumer_id, &loaded);
 	owner_context_exit(&ctx);
-	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
+	if (n > 0)
+		config = *loaded;
+	if (n == 0 || !consumer_queue(cfg, &meta) || cfg->paused)
 	{
+		int			why = n > 0 && queue_lookup_by_id(cfg->queue_id) != NULL ?
+			BATCH_PAUSED : BATCH_GONE;
+
 		bgworker_commit_xact();
-		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
+		return why;
 	}
-	meta = *cached;
-	/* the queue's dead-letter queue takes the messages out of attempts */
-	if (cfg->max_attempts > 0 && meta.dead_letter_id != 0)
-		meta.max_attempts = cfg->max_attempts;
 	if (!queue_has_privilege(&meta, QUEUE_PRIV_READ))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -403,12 +473,34 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 
 	worker_set_state(me, WORKER_CLAIMING, 0);
 	pgstat_report_activity(STATE_RUNNING, "claiming a batch");
-	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size));
+	if (careful)
+	{
+		/* the message must outlive the transaction that leases it */
+		if (careful_cxt == NULL)
+			careful_cxt = AllocSetContextCreate(TopMemoryContext, "queue careful batch",
+												ALLOCSET_DEFAULT_SIZES);
+		MemoryContextReset(careful_cxt);
+		MemoryContextSwitchTo(careful_cxt);
+	}
+	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size), careful);
+	MemoryContextSwitchTo(TopTransactionContext);
 	if (n == 0)
 	{
 		bgworker_commit_xact();
 		worker_set_state(me, WORKER_WAITING, 0);
 		return 0;
+	}
+	if (careful)
+	{
+		/* commit the lease: the delivery counts before the handler runs */
+		bgworker_commit_xact();
+		bgworker_begin_xact();
+		if (!consumer_queue(cfg, &meta))
+		{
+			bgworker_commit_xact();
+			return BATCH_GONE;
+		}
+		fmgr_info(cfg->handler, &b.handler);
 	}
 
 	worker_set_state(me, WORKER_HANDLING, n);
@@ -416,7 +508,10 @@ run_batch(int64 consumer_id, int tokens, BatchResult *result)
 	run_handler(&b, 0, n);
 
 	worker_set_state(me, WORKER_COMMITTING, n);
-	settle_batch(&b, &meta, cfg);
+	if (careful)
+		settle_careful(&b, &meta, cfg);
+	else
+		settle_batch(&b, &meta, cfg);
 	result->failed = b.nfailed;
 	if (b.batch_error != NULL)
 		copy_clipped(result->error, b.batch_error, sizeof(result->error));
@@ -487,7 +582,7 @@ take_tokens(int want, int64 *wait_usecs)
  * launcher for another worker when the batch was full.
  */
 static void
-report_batch(int tokens, int claimed, const BatchResult *r, bool full)
+report_batch(int tokens, int claimed, const BatchResult *r, bool full, bool careful)
 {
 	ConsumerSlot *c;
 	bool		poke = false;
@@ -500,6 +595,8 @@ report_batch(int tokens, int claimed, const BatchResult *r, bool full)
 		if (claimed > 0)
 			consumer_count_batch(c, claimed - r->failed, r->failed,
 								 r->error[0] ? r->error : NULL);
+		if (careful && claimed > 0 && c->careful > 0)
+			c->careful--;
 		if (full && !c->want_more && registry_count_workers(c) < c->max_concurrency)
 			poke = c->want_more = true;
 	}
@@ -540,14 +637,14 @@ report_leaving(int why, uint64 seen)
  * shown in queue.consumers, and the launcher backs off before the next.
  */
 static int
-run_batch_guarded(int tokens, BatchResult *r)
+run_batch_guarded(int tokens, bool careful, BatchResult *r)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
-		n = run_batch(me->consumer_id, tokens, r);
+		n = run_batch(me->consumer_id, tokens, careful, r);
 	}
 	PG_CATCH();
 	{
@@ -600,8 +697,8 @@ drain(void)
 		}
 
 		seen = wakeup_sequence_key(&c.queue);
-		n = run_batch_guarded(tokens, &r);
-		report_batch(tokens, Max(n, 0), &r, n >= c.batch_size);
+		n = run_batch_guarded(tokens, c.careful > 0, &r);
+		report_batch(tokens, Max(n, 0), &r, n >= c.batch_size, c.careful > 0);
 		if (n < 0)
 		{
 			report_leaving(n, seen);

@@ -138,6 +138,9 @@ consumer_backoff(const WorkerSlot *w)
 	{
 		if (!w->worked)
 			consumer_note_error(c, "a drain worker exited before it could connect as the consumer's owner; see the server log");
+		/* a worker that died in a batch may have been killed by a message */
+		if (w->failed)
+			c->careful = c->batch_size;
 		if (!w->worked || w->failed)
 		{
 			int64		delay = USECS_PER_SEC << Min(c->start_failures, 6);

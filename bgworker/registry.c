@@ -248,8 +248,11 @@ int
 registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *fresh)
 {
 	int			stored = 0;
+	bool		first = true;	/* the database's first maintenance since the start */
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < registry->ndatabases; i++)
+		first &= registry->databases[i] != database;
 	for (int i = 0; i < queue_max_consumers; i++)
 	{
 		ConsumerSlot *c = &registry->consumers[i];
@@ -287,6 +290,8 @@ registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *
 					c->want_more = false;
 					c->next_start = 0;
 					c->start_failures = 0;
+					/* after a start, or a crash: see careful mode in drain.c */
+					c->careful = first ? fresh[j].batch_size : 0;
 				}
 			}
 			if (c == NULL)

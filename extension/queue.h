@@ -232,6 +232,10 @@ extern int	claim_messages(const QueueMeta *meta, int max_messages, const int64 *
 						   int nheld, Tuplestorestate *store, TupleDesc desc);
 extern void settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 							const FailedMessage *failed, int nfailed);
+extern int	claim_leased(const QueueMeta *meta, int max_messages, int64 visibility_usecs,
+						 Tuplestorestate *store, TupleDesc desc);
+extern bool settle_leased(const QueueMeta *meta, int64 id, int64 receipt,
+						  const FailedMessage *failed);
 
 /* consumer.c: the consumer catalog as the SQL API and the workers see it */
 #define CONSUMER_RATE_WINDOW	11	/* seconds of history behind observed_rate */
@@ -298,6 +302,7 @@ typedef struct ConsumerSlot
 	TimestampTz wake_at;		/* a hidden message is visible again then */
 	TimestampTz next_start;		/* start no worker before (backoff) */
 	int			start_failures;
+	int32		careful;		/* messages left to run one by one, counted first */
 	/* shared by the consumer's workers, under mutex */
 	slock_t		mutex;
 	double		rate_limit;

@@ -10,8 +10,8 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
