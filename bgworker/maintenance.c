@@ -46,6 +46,9 @@ refresh_and_maintain(void)
 			fresh[i].paused = configs[i].paused;
 			fresh[i].rate_limit = configs[i].rate_limit;
 			fresh[i].batch_size = configs[i].batch_size;
+			/* a consumer that ran before the (re)start may have met a killer */
+			if (configs[i].created_at < registry_started_at())
+				fresh[i].careful = configs[i].batch_size;
 		}
 	}
 	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);

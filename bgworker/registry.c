@@ -53,6 +53,7 @@ typedef struct Registry
 	Oid			requests[MAX_REQUESTS]; /* databases whose consumers changed */
 	int			ndatabases;
 	Oid			databases[MAX_DATABASES];	/* where the extension is installed */
+	TimestampTz started_at;		/* shared memory set up: the server (re)started */
 	Oid			blocked_database;	/* being dropped: start no worker in it */
 	TimestampTz blocked_until;
 	ConsumerSlot *consumers;
@@ -89,6 +90,7 @@ registry_shmem_startup(LWLock *lock)
 		memset(registry, 0, registry_shmem_size());
 		registry->lock = lock;
 		registry->maintain_all = true;
+		registry->started_at = GetCurrentTimestamp();
 	}
 	registry->consumers = (ConsumerSlot *) base;
 	registry->workers = (WorkerSlot *) (base + mul_size(queue_max_consumers, sizeof(ConsumerSlot)));
@@ -99,6 +101,12 @@ registry_shmem_startup(LWLock *lock)
 		for (int i = 0; i < nworker_slots; i++)
 			SpinLockInit(&registry->workers[i].mutex);
 	}
+}
+
+TimestampTz
+registry_started_at(void)
+{
+	return registry->started_at;
 }
 
 bool
@@ -248,11 +256,8 @@ int
 registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *fresh)
 {
 	int			stored = 0;
-	bool		first = true;	/* the database's first maintenance since the start */
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < registry->ndatabases; i++)
-		first &= registry->databases[i] != database;
 	for (int i = 0; i < queue_max_consumers; i++)
 	{
 		ConsumerSlot *c = &registry->consumers[i];
@@ -290,8 +295,8 @@ registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *
 					c->want_more = false;
 					c->next_start = 0;
 					c->start_failures = 0;
-					/* after a start, or a crash: see careful mode in drain.c */
-					c->careful = first ? fresh[j].batch_size : 0;
+					/* see careful mode in drain.c */
+					c->careful = fresh[j].careful;
 				}
 			}
 			if (c == NULL)

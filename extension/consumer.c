@@ -58,7 +58,7 @@ PG_FUNCTION_INFO_V1(queue_unsubscribe);
 
 #define CONSUMER_COLUMNS "id, name, queue_id, handler, owner, batch_size, batch_window," \
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
-	" handler_timeout, paused"
+	" handler_timeout, paused, created_at"
 
 static bool maintain_at_commit = false;
 static bool xact_callback_registered = false;
@@ -132,6 +132,7 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, ConsumerConfig *c)
 	c->max_retry_backoff_usecs = interval_column(tup, desc, 12);
 	c->handler_timeout_usecs = interval_column(tup, desc, 13);
 	c->paused = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+	c->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
 }
 
 /*

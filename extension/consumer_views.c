@@ -39,7 +39,7 @@ consumer_state(const ConsumerConfig *c, ConsumerSlot *slot, int workers)
 	if (slot == NULL)
 		return "starting";
 	if (workers > 0)
-		return "running";
+		return slot->careful > 0 ? "careful" : "running";
 	if (slot->next_start > GetCurrentTimestamp())
 		return "backoff";
 	return "idle";

@@ -256,6 +256,7 @@ typedef struct ConsumerConfig
 	int64		max_retry_backoff_usecs;
 	int64		handler_timeout_usecs;
 	bool		paused;
+	TimestampTz created_at;
 } ConsumerConfig;
 
 extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
@@ -343,6 +344,7 @@ typedef struct WorkerSlot
 extern Size registry_shmem_size(void);
 extern void registry_shmem_startup(LWLock *lock);
 extern bool registry_ready(void);
+extern TimestampTz registry_started_at(void);
 extern int	registry_nconsumers(void);
 extern int	registry_nworkers(void);
 extern ConsumerSlot *registry_consumer(int index);
