@@ -194,7 +194,12 @@ say ""
 
 # ---- one run of each side ------------------------------------------------------
 
-fill_of() { if [ "$1" = 1 ]; then echo $((fill_max / 10)); else echo "$fill_max"; fi; }
+# The backlog of a run, in whole thousands (the queue is filled 1000 at a time).
+fill_of() {
+  local n=$fill_max
+  [ "$1" = 1 ] && n=$((fill_max / 10))
+  echo $(( n < 1000 ? 1000 : n / 1000 * 1000 ))
+}
 
 # Waits until the consumer runs no worker (a pause takes effect after the
 # current batch).
