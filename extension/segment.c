@@ -824,10 +824,11 @@ maybe_rotate(int64 queue_id, SegState *st, bool force, int64 tail)
 
 /*
  * Whether the tail holds nothing deliverable (only listed stragglers), as
- * far as its hint knows; probes it first when it was not probed lately.
+ * far as its hint knows; probes it first when it was not probed lately
+ * (force: in any case).
  */
 static bool
-tail_drained(int64 queue_id, SegState *st, int seg)
+tail_drained(int64 queue_id, SegState *st, int seg, bool force)
 {
 	bool		drained;
 	TimestampTz probed_at;
@@ -838,7 +839,7 @@ tail_drained(int64 queue_id, SegState *st, int seg)
 	SpinLockRelease(&st->mutex);
 	if (drained)
 		return true;
-	if (GetCurrentTimestamp() - probed_at < PROBE_EVERY_USECS)
+	if (!force && GetCurrentTimestamp() - probed_at < PROBE_EVERY_USECS)
 		return false;
 	probe(queue_id, st, seg);
 	SpinLockAcquire(&st->mutex);
@@ -853,7 +854,7 @@ tail_drained(int64 queue_id, SegState *st, int seg)
  * with TRUNCATE, and advances the tail at commit.
  */
 static bool
-maybe_recycle(int64 queue_id, SegState *st)
+maybe_recycle(int64 queue_id, SegState *st, bool force)
 {
 	int64		head;
 	int64		tail;
@@ -871,7 +872,7 @@ maybe_recycle(int64 queue_id, SegState *st)
 		return false;
 	seg = (int) (tail % QUEUE_SEGMENTS);
 	next = (int) ((tail + 1) % QUEUE_SEGMENTS);
-	if (!tail_drained(queue_id, st, seg) ||
+	if (!tail_drained(queue_id, st, seg, force) ||
 		!ConditionalLockRelationOid(segment_relid(queue_id, seg), AccessExclusiveLock))
 		return false;
 
@@ -921,7 +922,7 @@ storage_maintain(int64 queue_id, bool force)
 	tail = st->tail;
 	SpinLockRelease(&st->mutex);
 
-	recycled = maybe_recycle(queue_id, st) ? 1 : 0;
+	recycled = maybe_recycle(queue_id, st, force) ? 1 : 0;
 	(void) maybe_rotate(queue_id, st, force, tail + recycled);
 	return recycled;
 }
