@@ -223,7 +223,7 @@ extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
 extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
 extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);
 extern void segment_after_read(int64 queue_id, int seg);
-extern int	segment_probe_order(int64 queue_id, int64 id, int *segs);
+extern int	segment_probe_order(int64 queue_id, int64 id, bool from_tail, int *segs);
 extern void segment_forget(int64 queue_id);
 extern void segment_dropped(int64 queue_id);
 extern void segment_touch(int64 queue_id);

@@ -608,34 +608,34 @@ segment_after_read(int64 queue_id, int seg)
 }
 
 /*
- * The segment tables a statement on one id should try, most likely first:
- * the generation the id was sent to, the later ones (recycling moves rows
- * forward), then the earlier ones (a sender that raced with a rotation).
+ * The segment tables a statement on one id should try, oldest first (rows
+ * only ever move forward, so a forward walk cannot miss one that a recycle
+ * moves meanwhile): from the generation before the one the id was sent to
+ * (a sender that raced with a rotation writes there), or from the tail
+ * (from_tail, or when the id is older than every live generation).
  */
 int
-segment_probe_order(int64 queue_id, int64 id, int *segs)
+segment_probe_order(int64 queue_id, int64 id, bool from_tail, int *segs)
 {
 	SegmentRing ring = segment_ring(queue_id);
 	SegState   *st = ring.tracked ? seg_find(queue_id, false) : NULL;
-	int64		base = ring.tail;
+	int64		start = ring.tail;
 	int			n = 0;
 
-	if (st != NULL)
+	if (st != NULL && !from_tail)
 	{
 		SpinLockAcquire(&st->mutex);
-		for (int64 g = ring.head; g >= ring.tail; g--)
+		for (int64 g = ring.head; g > ring.tail; g--)
 		{
 			if (st->first_id[g % QUEUE_SEGMENTS] <= id)
 			{
-				base = g;
+				start = g - 1;
 				break;
 			}
 		}
 		SpinLockRelease(&st->mutex);
 	}
-	for (int64 g = base; g <= ring.head; g++)
-		segs[n++] = (int) (g % QUEUE_SEGMENTS);
-	for (int64 g = base - 1; g >= ring.tail; g--)
+	for (int64 g = start; g <= ring.head; g++)
 		segs[n++] = (int) (g % QUEUE_SEGMENTS);
 	return n;
 }

@@ -585,27 +585,36 @@ storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude, int nexclud
 
 /*
  * Runs a statement on given ids (the first parameter holds one id or an
- * array of them) in each segment that may hold them, most likely first,
- * until it has processed expect rows.  probe_id decides the order.
+ * array of them) in the segments that may hold them, oldest first, until it
+ * has processed expect rows: first from near the segment probe_id was sent
+ * to, then, if rows are still missing, in every live segment (deletes and
+ * lease-checked updates may run twice on a segment: a second run finds
+ * nothing more).  A lease write runs once on every live segment: its rows
+ * are locked by this transaction, so no recycle can move them, and a
+ * second run would count an attempt twice.
  */
 StorageRows
 storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id, Datum *values,
 			  const char *nulls, uint64 expect)
 {
 	StorageRows r = {0};
-	int			segs[QUEUE_SEGMENTS];
-	int			nsegs = segment_probe_order(queue_id, probe_id, segs);
 	int			max = (int) Min(expect, (uint64) PG_INT32_MAX / sizeof(HeapTuple));
 
 	r.tuples = palloc(sizeof(HeapTuple) * Max(max, 1));
-	for (int i = 0; i < nsegs && r.processed < expect; i++)
+	for (int pass = (stmt == STMT_WRITE_LEASE ? 1 : 0); pass < 2 && r.processed < expect; pass++)
 	{
-		run_plan(segment_plan(stmt, queue_id, segs[i], 0, -1), values, nulls);
-		/* a row made visible sooner: reads must not skip it */
-		if (SPI_processed > 0 && (stmt == STMT_NACK || stmt == STMT_SET_VISIBILITY))
-			segment_note(queue_id, segs[i], DatumGetInt64(values[0]),
-						 DatumGetTimestampTz(values[2]));
-		rows_append(&r, max);
+		int			segs[QUEUE_SEGMENTS];
+		int			nsegs = segment_probe_order(queue_id, probe_id, pass == 1, segs);
+
+		for (int i = 0; i < nsegs && r.processed < expect; i++)
+		{
+			run_plan(segment_plan(stmt, queue_id, segs[i], 0, -1), values, nulls);
+			/* a row made visible sooner: reads must not skip it */
+			if (SPI_processed > 0 && (stmt == STMT_NACK || stmt == STMT_SET_VISIBILITY))
+				segment_note(queue_id, segs[i], DatumGetInt64(values[0]),
+							 DatumGetTimestampTz(values[2]));
+			rows_append(&r, max);
+		}
 	}
 	segment_touch(queue_id);
 	return r;
