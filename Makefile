@@ -14,7 +14,13 @@ OBJS = \
 	extension/segment.o \
 	extension/queue_admin.o \
 	extension/lease.o \
-	extension/message.o
+	extension/message.o \
+	extension/consumer.o \
+	extension/maintain.o \
+	extension/dedup.o \
+	bgworker/registry.o \
+	bgworker/launcher.o \
+	bgworker/drain.o
 
 DATA = extension/queue--$(EXTVERSION).sql $(wildcard extension/queue--*--*.sql)
 
@@ -23,7 +29,7 @@ PG_CONFIG ?= pg_config
 # Warnings are errors.  PostgreSQL's own headers are included as system
 # headers, so that -Wextra judges our code and not theirs.
 PG_CFLAGS += -Wall -Wextra -Werror
-PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
+PG_CPPFLAGS += -I$(CURDIR)/extension -isystem $(shell $(PG_CONFIG) --includedir-server)
 
 # pg_regress: sql/ and expected/ at the top, contrib's convention.
 REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))

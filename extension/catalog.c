@@ -44,7 +44,7 @@ static Oid	cached_owner = InvalidOid;
 static SPIPlanPtr lookup_plan = NULL;
 
 #define META_COLUMNS "id, name, logged, visibility_timeout, max_attempts, " \
-	"dead_letter_queue, retention, owner, senders, readers, admins"
+	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window"
 
 static void
 catalog_inval_callback(Datum arg pg_attribute_unused(), Oid relid)
@@ -210,6 +210,8 @@ meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
 	meta->senders = copy_oid_array(SPI_getbinval(tup, desc, 9, &isnull), &meta->nsenders);
 	meta->readers = copy_oid_array(SPI_getbinval(tup, desc, 10, &isnull), &meta->nreaders);
 	meta->admins = copy_oid_array(SPI_getbinval(tup, desc, 11, &isnull), &meta->nadmins);
+	meta->dedup_window_usecs = interval_usecs(DatumGetIntervalP(SPI_getbinval(tup, desc, 12, &isnull)),
+											  "dedup_window");
 }
 
 /*

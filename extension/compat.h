@@ -22,6 +22,33 @@
 
 
 
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_proc.h"
+#include "utils/acl.h"
+#define queue_proc_aclcheck(proc, role, mode) \
+	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#else
+#include "utils/acl.h"
+#define queue_proc_aclcheck(proc, role, mode)	pg_proc_aclcheck((proc), (role), (mode))
+#endif
+
+/* ProcessUtility_hook gained readOnlyTree in PostgreSQL 14. */
+#if PG_VERSION_NUM >= 140000
+#define QUEUE_UTILITY_ARGS \
+	PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, \
+	ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv, \
+	DestReceiver *dest, QueryCompletion *qc
+#define QUEUE_UTILITY_PASS \
+	pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc
+#else
+#define QUEUE_UTILITY_ARGS \
+	PlannedStmt *pstmt, const char *queryString, \
+	ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv, \
+	DestReceiver *dest, QueryCompletion *qc
+#define QUEUE_UTILITY_PASS \
+	pstmt, queryString, context, params, queryEnv, dest, qc
+#endif
+
 #if PG_VERSION_NUM < 150000
 #include "funcapi.h"
 #include "miscadmin.h"

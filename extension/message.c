@@ -83,6 +83,17 @@ lowest_in_array(ArrayType *ids)
 	return min;
 }
 
+/* The lowest id of a drain worker's failed messages. */
+static int64
+lowest_failed(const FailedMessage *failed, int n)
+{
+	int64		min = PG_INT64_MAX;
+
+	for (int i = 0; i < n; i++)
+		min = Min(min, failed[i].id);
+	return min;
+}
+
 static Datum
 optional_headers(FunctionCallInfo fcinfo, int argno, bool *isnull)
 {
@@ -116,7 +127,53 @@ optional_group_key(FunctionCallInfo fcinfo, int argno, bool *isnull)
 	return PointerGetDatum(key);
 }
 
-/* queue.send(queue_name, payload, delay, headers, group_key) returns bigint */
+/* A dedup_key: between 1 and GROUP_KEY_MAXLEN bytes, like a group key. */
+static void
+check_dedup_key(Datum key)
+{
+	text	   *t = DatumGetTextPP(key);
+
+	if (VARSIZE_ANY_EXHDR(t) == 0 || VARSIZE_ANY_EXHDR(t) > GROUP_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup_key must hold between 1 and %d bytes", GROUP_KEY_MAXLEN)));
+}
+
+/*
+ * Inserts one message (values as STMT_SEND takes them), under a
+ * deduplication key unless key is NULL.  Returns its id and whether it was
+ * sent; with a key already used within the window, the first message's id
+ * and false.  The caller is in the owner context.
+ */
+static int64
+send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,
+		 bool *sent)
+{
+	Datum		args[6];
+	char		argnulls[6];
+	bool		isnull;
+	int64		id;
+
+	*sent = true;
+	if (key == (Datum) 0)
+	{
+		storage_send(STMT_SEND, meta->id, values, nulls);
+		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (!dedup_reserve(meta, key, now, &id))
+	{
+		*sent = false;
+		return id;
+	}
+	memcpy(args, values, sizeof(Datum) * 5);
+	memcpy(argnulls, nulls, 5);
+	args[5] = Int64GetDatum(id);
+	argnulls[5] = ' ';
+	storage_send(STMT_SEND_WITH_ID, meta->id, args, argnulls);
+	return id;
+}
+
+/* queue.send(queue_name, payload, delay, headers, group_key, dedup_key) returns bigint */
 Datum
 queue_send(PG_FUNCTION_ARGS)
 {
@@ -126,6 +183,7 @@ queue_send(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		sent;
 	int64		id;
 	OwnerContext ctx;
 
@@ -142,19 +200,73 @@ queue_send(PG_FUNCTION_ARGS)
 	nulls[3] = isnull ? 'n' : ' ';
 	values[4] = PG_GETARG_DATUM(1);
 	check_payload_size(values[4], values[3], nulls[3] == 'n');
+	if (!PG_ARGISNULL(5))
+		check_dedup_key(PG_GETARG_DATUM(5));
 
 	owner_context_enter(&ctx);
-	storage_send(STMT_SEND, meta->id, values, nulls);
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	id = send_one(meta, values, nulls, now, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+				  &sent);
 	owner_context_exit(&ctx);
 
+	if (!sent)
+		PG_RETURN_INT64(id);
 	pending_sent(meta->id, 1);
 	if (delay > 0)
 		pending_hidden(meta->id, now + delay, 0, 1);
 	PG_RETURN_INT64(id);
 }
 
-/* queue.send_batch(queue_name, payloads, delay, headers, group_key) returns setof bigint */
+/*
+ * send_batch with dedup_keys: one message at a time, each under its key
+ * (or none); returns how many were sent anew.
+ */
+static uint64
+send_each(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now,
+		  const Datum *payloads, int npayloads, const Datum *keys, const bool *key_nulls,
+		  ReturnSetInfo *rsinfo)
+{
+	uint64		sent = 0;
+
+	for (int i = 0; i < npayloads; i++)
+	{
+		bool		new_message;
+		Datum		id;
+		bool		isnull = false;
+
+		values[4] = payloads[i];
+		id = Int64GetDatum(send_one(meta, values, nulls, now,
+									key_nulls[i] ? (Datum) 0 : keys[i], &new_message));
+		sent += new_message;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	return sent;
+}
+
+/* The dedup_keys argument: one key or NULL per payload. */
+static void
+dedup_keys_arg(FunctionCallInfo fcinfo, int argno, int npayloads, Datum **keys, bool **nulls)
+{
+	int			nkeys;
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), TEXTOID, -1, false, TYPALIGN_INT,
+					  keys, nulls, &nkeys);
+	if (nkeys != npayloads)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup_keys must hold one element per payload"),
+				 errdetail("There are %d payloads and %d keys.", npayloads, nkeys),
+				 errhint("Use NULL elements for messages without a key.")));
+	for (int i = 0; i < nkeys; i++)
+	{
+		if (!(*nulls)[i])
+			check_dedup_key((*keys)[i]);
+	}
+}
+
+/*
+ * queue.send_batch(queue_name, payloads, delay, headers, group_key,
+ *					dedup_keys) returns setof bigint
+ */
 Datum
 queue_send_batch(PG_FUNCTION_ARGS)
 {
@@ -168,6 +280,8 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	Datum	   *payloads;
 	bool	   *payload_nulls;
 	int			npayloads;
+	Datum	   *keys = NULL;
+	bool	   *key_nulls = NULL;
 	uint64		sent;
 	OwnerContext ctx;
 
@@ -192,18 +306,25 @@ queue_send_batch(PG_FUNCTION_ARGS)
 					 errdetail("Element %d is null.", i + 1)));
 		check_payload_size(payloads[i], values[3], nulls[3] == 'n');
 	}
+	if (!PG_ARGISNULL(5))
+		dedup_keys_arg(fcinfo, 5, npayloads, &keys, &key_nulls);
 	values[0] = TimestampTzGetDatum(now + delay);
 	values[1] = TimestampTzGetDatum(now);
 	values[4] = PG_GETARG_DATUM(1);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	owner_context_enter(&ctx);
-	sent = storage_send(STMT_SEND_BATCH, meta->id, values, nulls);
-	for (uint64 i = 0; i < sent; i++)
+	if (keys != NULL)
+		sent = send_each(meta, values, nulls, now, payloads, npayloads, keys, key_nulls, rsinfo);
+	else
 	{
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		sent = storage_send(STMT_SEND_BATCH, meta->id, values, nulls);
+		for (uint64 i = 0; i < sent; i++)
+		{
+			Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		}
 	}
 	owner_context_exit(&ctx);
 
@@ -250,20 +371,34 @@ detoast_message(Datum *values, const bool *nulls)
 	}
 }
 
+/* What a claim does with the messages it locks. */
+typedef enum ClaimMode
+{
+	CLAIM_LEASE,				/* read: lease them, written at commit */
+	CLAIM_POP,					/* pop: delete them now */
+	CLAIM_LOCK					/* a drain worker: keep them locked, nothing else */
+} ClaimMode;
+
 /*
  * Claims up to max_messages visible messages: locks them, puts the
- * deliverable ones into the result set with their new lease (recorded, to
- * be written at commit) and moves those past max_attempts to the dead-letter
- * queue, claiming again to fill the batch.  With pop, the delivered messages
- * are deleted at once and their receipt is NULL.  Returns how many it
- * delivered.
+ * deliverable ones into store (attempts counting this delivery) and moves
+ * those past max_attempts to the dead-letter queue, claiming again to fill
+ * the batch.  A lease gets a new receipt, recorded to be written at commit;
+ * pop deletes the delivered messages at once; a lock leaves them to the
+ * caller's transaction.  The receipt is NULL unless leased.  Returns how
+ * many it delivered.
  */
 static int
-claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool pop,
-		   ReturnSetInfo *rsinfo)
+claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, ClaimMode mode,
+		   const int64 *held, int nheld, Tuplestorestate *store, TupleDesc desc)
 {
 	int			delivered = 0;
-	int64	   *delivered_ids = palloc(sizeof(int64) * max_messages);
+	/* the rows this transaction holds already, then the ones claimed here */
+	int64	   *locked_ids = palloc(sizeof(int64) * (nheld + max_messages));
+	int64	   *delivered_ids = locked_ids + nheld;
+
+	if (nheld > 0)
+		memcpy(locked_ids, held, sizeof(int64) * nheld);
 
 	for (;;)
 	{
@@ -278,7 +413,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 		int			ndead = 0;
 
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
-		exclude = lease_ids(meta->id, delivered_ids, delivered, &nexclude);
+		exclude = lease_ids(meta->id, locked_ids, nheld + delivered, &nexclude);
 		claimed = storage_claim(meta->id, now, exclude, nexclude, max_messages - delivered);
 		if (claimed.ntuples == 0)
 			break;
@@ -301,22 +436,22 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, bool
 			values[MSG_COL_ATTEMPTS - 1] = Int32GetDatum(attempts);
 			values[MSG_COL_VISIBLE_AT - 1] = TimestampTzGetDatum(visible_at);
 			values[MSG_COL_RECEIPT - 1] = Int64GetDatum(receipt);
-			nulls[MSG_COL_RECEIPT - 1] = pop;
+			nulls[MSG_COL_RECEIPT - 1] = mode != CLAIM_LEASE;
 			delivered_ids[delivered++] = DatumGetInt64(values[MSG_COL_ID - 1]);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			tuplestore_putvalues(store, desc, values, nulls);
 		}
 		/* the rows are copied out; a long wait must not keep every pass's */
 		storage_rows_free(&claimed);
 		pending_locked(meta->id);
 		if (ndead > 0)
 			dead_letter_ids(meta, storage_id_array(dead_ids, ndead));
-		if (!pop && delivered > first)
+		if (mode == CLAIM_LEASE && delivered > first)
 			lease_record(meta->id, receipt, visible_at, delivered - first, delivered_ids + first);
 		if (ndead == 0 || delivered >= max_messages)
 			break;
 	}
 
-	if (pop && delivered > 0)
+	if (mode == CLAIM_POP && delivered > 0)
 	{
 		Datum		ids = storage_id_array(delivered_ids, delivered);
 
@@ -359,7 +494,8 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 	{
 		uint64		seen = wait_usecs > 0 ? wakeup_sequence(meta->id) : 0;
 
-		if (claim_into(meta, max_messages, visibility_usecs, pop, rsinfo) > 0)
+		if (claim_into(meta, max_messages, visibility_usecs, pop ? CLAIM_POP : CLAIM_LEASE,
+					   NULL, 0, rsinfo->setResult, rsinfo->setDesc) > 0)
 			break;
 		if (GetCurrentTimestamp() >= deadline)
 			break;
@@ -367,6 +503,72 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 		CHECK_FOR_INTERRUPTS();
 	}
 	owner_context_exit(&ctx);
+}
+
+/*
+ * A drain worker's claim: locks up to max_messages visible messages, other
+ * than the nheld it holds already, for the rest of the caller's transaction
+ * and puts them into store.  The caller is in the owner context.
+ */
+int
+claim_messages(const QueueMeta *meta, int max_messages, const int64 *held, int nheld,
+			   Tuplestorestate *store, TupleDesc desc)
+{
+	return claim_into(meta, max_messages, 0, CLAIM_LOCK, held, nheld, store, desc);
+}
+
+/*
+ * Settles a drain worker's batch in its transaction: deletes the messages
+ * handled, and returns the failed ones to the queue with their attempts,
+ * error and the time they become visible again, or moves them to the
+ * dead-letter queue.  The caller is in the owner context.
+ */
+void
+settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
+				const FailedMessage *failed, int nfailed)
+{
+	if (ndone > 0)
+	{
+		Datum		ids = storage_id_array(done, ndone);
+		uint64		deleted = storage_by_id(STMT_DELETE_IDS, meta->id, lowest(done, ndone),
+											&ids, NULL, (uint64) ndone).processed;
+
+		pending_removed(meta->id, (int64) deleted, true);
+	}
+	if (nfailed > 0)
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * nfailed);
+		Datum	   *attempts = palloc(sizeof(Datum) * nfailed);
+		Datum	   *errors = palloc(sizeof(Datum) * nfailed);
+		Datum	   *visible = palloc(sizeof(Datum) * nfailed);
+		int64	   *dead = palloc(sizeof(int64) * nfailed);
+		int			ndead = 0;
+		Datum		args[4];
+		TimestampTz now = GetCurrentTimestamp();
+
+		for (int i = 0; i < nfailed; i++)
+		{
+			ids[i] = Int64GetDatum(failed[i].id);
+			attempts[i] = Int32GetDatum(failed[i].attempts);
+			errors[i] = CStringGetTextDatum(failed[i].error);
+			visible[i] = TimestampTzGetDatum(failed[i].visible_at);
+			if (failed[i].dead)
+				dead[ndead++] = failed[i].id;
+			else if (failed[i].visible_at > now)
+				pending_hidden(meta->id, failed[i].visible_at, 0, 1);
+			else
+				pending_wake(meta->id);
+		}
+		args[0] = PointerGetDatum(construct_array(ids, nfailed, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_array(attempts, nfailed, INT4OID, 4, true, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_array(errors, nfailed, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_array(visible, nfailed, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		/* locked by this transaction: no recycle moves them, no read skips them */
+		(void) storage_by_id(STMT_FAIL, meta->id, lowest_failed(failed, nfailed), args, NULL,
+							 (uint64) nfailed);
+		if (ndead > 0)
+			dead_letter_ids(meta, storage_id_array(dead, ndead));
+	}
 }
 
 /* queue.read(queue_name, max_messages, visibility_timeout, wait) returns setof queue.message */

@@ -27,6 +27,7 @@ CREATE TABLE queue_internal.queue (
     max_attempts        pg_catalog.int4,
     dead_letter_queue   pg_catalog.int8,  -- a queue id; queue.drop keeps it valid
     retention           pg_catalog.interval,
+    dedup_window        pg_catalog.interval NOT NULL DEFAULT '5 minutes',
     owner               pg_catalog.oid NOT NULL,
     senders             pg_catalog.oid[] NOT NULL DEFAULT '{}',
     readers             pg_catalog.oid[] NOT NULL DEFAULT '{}',
@@ -52,6 +53,23 @@ SELECT pg_catalog.pg_extension_config_dump('queue_internal.segment_ring', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue_id_seq', '');
 ALTER SEQUENCE queue_internal.queue_id_seq OWNED BY queue_internal.queue.id;
+
+-- Deduplication keys of queue.send, by queue; unlogged queues keep theirs in
+-- an unlogged table, so that a crash forgets them with the messages.
+CREATE TABLE queue_internal.dedup (
+    queue_id    pg_catalog.int8 NOT NULL,
+    key         pg_catalog.text NOT NULL,
+    message_id  pg_catalog.int8 NOT NULL,
+    expires_at  pg_catalog.timestamptz NOT NULL,
+    PRIMARY KEY (queue_id, key)
+);
+CREATE INDEX ON queue_internal.dedup (queue_id, expires_at);
+CREATE UNLOGGED TABLE queue_internal.dedup_unlogged (LIKE queue_internal.dedup INCLUDING ALL);
+COMMENT ON TABLE queue_internal.dedup IS
+  'Deduplication keys of durable queues: the id of the message each key was first sent with, until the key expires.';
+COMMENT ON TABLE queue_internal.dedup_unlogged IS
+  'Deduplication keys of unlogged queues, emptied by a crash like the queues themselves.';
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.dedup', '');
 
 -- What queue.read and queue.pop return.
 CREATE TYPE queue.message AS (
@@ -89,10 +107,11 @@ CREATE FUNCTION queue.create(
     visibility_timeout  pg_catalog.interval DEFAULT '30 seconds',
     max_attempts        pg_catalog.int4 DEFAULT NULL,
     dead_letter_queue   pg_catalog.text DEFAULT NULL,
-    retention           pg_catalog.interval DEFAULT NULL)
+    retention           pg_catalog.interval DEFAULT NULL,
+    dedup_window        pg_catalog.interval DEFAULT '5 minutes')
 RETURNS pg_catalog.int8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_create';
-COMMENT ON FUNCTION queue.create(pg_catalog.text, pg_catalog.bool, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval) IS
+COMMENT ON FUNCTION queue.create(pg_catalog.text, pg_catalog.bool, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.interval) IS
   'Creates a queue (durable unless logged => false) and returns its id; the caller becomes its owner.';
 
 CREATE FUNCTION queue.alter(
@@ -103,10 +122,11 @@ CREATE FUNCTION queue.alter(
     retention           pg_catalog.interval DEFAULT NULL,
     rename_to           pg_catalog.text DEFAULT NULL,
     reset               pg_catalog.text[] DEFAULT NULL,
-    logged              pg_catalog.bool DEFAULT NULL)
+    logged              pg_catalog.bool DEFAULT NULL,
+    dedup_window        pg_catalog.interval DEFAULT NULL)
 RETURNS pg_catalog.void
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_alter';
-COMMENT ON FUNCTION queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool) IS
+COMMENT ON FUNCTION queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool, pg_catalog.interval) IS
   'Changes a queue''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults; logged rewrites the queue''s tables.';
 
 CREATE FUNCTION queue.drop(queue_name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
@@ -140,22 +160,24 @@ CREATE FUNCTION queue.send(
     payload     pg_catalog.jsonb,
     delay       pg_catalog.interval DEFAULT '0',
     headers     pg_catalog.jsonb DEFAULT NULL,
-    group_key   pg_catalog.text DEFAULT NULL)
+    group_key   pg_catalog.text DEFAULT NULL,
+    dedup_key   pg_catalog.text DEFAULT NULL)
 RETURNS pg_catalog.int8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_send';
-COMMENT ON FUNCTION queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text) IS
-  'Enqueues one message in the caller''s transaction and returns its id.';
+COMMENT ON FUNCTION queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text) IS
+  'Enqueues one message in the caller''s transaction and returns its id; with a dedup_key already sent within the queue''s dedup_window, returns that message''s id and enqueues nothing.';
 
 CREATE FUNCTION queue.send_batch(
     queue_name  pg_catalog.text,
     payloads    pg_catalog.jsonb[],
     delay       pg_catalog.interval DEFAULT '0',
     headers     pg_catalog.jsonb DEFAULT NULL,
-    group_key   pg_catalog.text DEFAULT NULL)
+    group_key   pg_catalog.text DEFAULT NULL,
+    dedup_keys  pg_catalog.text[] DEFAULT NULL)
 RETURNS SETOF pg_catalog.int8
 LANGUAGE c VOLATILE ROWS 100 AS 'MODULE_PATHNAME', 'queue_send_batch';
-COMMENT ON FUNCTION queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text) IS
-  'Enqueues one message per array element, in order, and returns their ids in the same order.';
+COMMENT ON FUNCTION queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[]) IS
+  'Enqueues one message per array element, in order, and returns their ids in the same order; dedup_keys gives each element a deduplication key (or NULL), as in queue.send.';
 
 CREATE FUNCTION queue.read(
     queue_name          pg_catalog.text,
@@ -233,6 +255,119 @@ LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_recycle';
 COMMENT ON FUNCTION queue.recycle(pg_catalog.text) IS
   'Recycles the queue''s oldest segment table when it is drained and free (its last messages move forward, the table is emptied by TRUNCATE), then starts a new segment if the current one holds anything; returns how many segments it recycled. Runs by itself too.';
 
+-- Consumers ---------------------------------------------------------------
+
+CREATE SEQUENCE queue_internal.consumer_id_seq AS pg_catalog.int8;
+
+CREATE TABLE queue_internal.consumer (
+    id                 pg_catalog.int8 PRIMARY KEY
+                       DEFAULT pg_catalog.nextval('queue_internal.consumer_id_seq'::pg_catalog.regclass),
+    name               pg_catalog.text NOT NULL UNIQUE,
+    queue_id           pg_catalog.int8 NOT NULL REFERENCES queue_internal.queue (id),
+    handler            pg_catalog.regprocedure NOT NULL,
+    owner              pg_catalog.oid NOT NULL,
+    batch_size         pg_catalog.int4 NOT NULL,
+    batch_window       pg_catalog.interval NOT NULL,
+    max_concurrency    pg_catalog.int4 NOT NULL,
+    rate_limit         pg_catalog.float8,
+    max_attempts       pg_catalog.int4,
+    retry_backoff      pg_catalog.interval NOT NULL,
+    max_retry_backoff  pg_catalog.interval NOT NULL,
+    handler_timeout    pg_catalog.interval NOT NULL,
+    paused             pg_catalog.bool NOT NULL DEFAULT false,
+    created_at         pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE queue_internal.consumer IS
+  'Catalog of consumers; one row per consumer. Change it only through queue.subscribe, queue.alter_consumer, queue.pause, queue.resume and queue.unsubscribe.';
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.consumer_id_seq', '');
+ALTER SEQUENCE queue_internal.consumer_id_seq OWNED BY queue_internal.consumer.id;
+
+-- A consumer's handler cannot be dropped from under it (DROP EXTENSION, which
+-- drops the consumers too, can).  SECURITY DEFINER so that any role's DROP can
+-- look at the consumer catalog; it reads nothing but the catalog.
+CREATE FUNCTION queue_internal.refuse_dropping_handlers()
+RETURNS pg_catalog.event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    consumer_name  text;
+    handler_name   text;
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
+               WHERE object_type = 'table' AND object_identity = 'queue_internal.consumer') THEN
+        RETURN;
+    END IF;
+    SELECT c.name, d.object_identity INTO consumer_name, handler_name
+      FROM queue_internal.consumer c
+      JOIN pg_event_trigger_dropped_objects() d
+        ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = c.handler::oid
+     ORDER BY c.name LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop function % because consumer "%" uses it as its handler',
+                        handler_name, consumer_name
+          USING ERRCODE = '2BP01',
+                HINT = 'Give the consumer another handler with queue.alter_consumer(), or drop it with queue.unsubscribe(), first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION queue_internal.refuse_dropping_handlers() IS
+  'Event trigger function: refuses to drop a function that a consumer uses as its handler.';
+CREATE EVENT TRIGGER queue_refuse_dropping_handlers ON sql_drop
+  EXECUTE FUNCTION queue_internal.refuse_dropping_handlers();
+COMMENT ON EVENT TRIGGER queue_refuse_dropping_handlers IS
+  'Keeps the handler functions of queue consumers from being dropped.';
+
+CREATE FUNCTION queue.subscribe(
+    consumer_name      pg_catalog.text,
+    queue_name         pg_catalog.text,
+    handler            pg_catalog.regprocedure,
+    batch_size         pg_catalog.int4 DEFAULT 10,
+    batch_window       pg_catalog.interval DEFAULT '0',
+    max_concurrency    pg_catalog.int4 DEFAULT 1,
+    rate_limit         pg_catalog.float8 DEFAULT NULL,
+    max_attempts       pg_catalog.int4 DEFAULT NULL,
+    retry_backoff      pg_catalog.interval DEFAULT '1 second',
+    handler_timeout    pg_catalog.interval DEFAULT '30 seconds',
+    max_retry_backoff  pg_catalog.interval DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_subscribe';
+COMMENT ON FUNCTION queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval) IS
+  'Binds a queue to a handler function that background workers call with batches of messages, as the calling role; returns the consumer''s id.';
+
+CREATE FUNCTION queue.alter_consumer(
+    consumer_name      pg_catalog.text,
+    handler            pg_catalog.regprocedure DEFAULT NULL,
+    batch_size         pg_catalog.int4 DEFAULT NULL,
+    batch_window       pg_catalog.interval DEFAULT NULL,
+    max_concurrency    pg_catalog.int4 DEFAULT NULL,
+    rate_limit         pg_catalog.float8 DEFAULT NULL,
+    max_attempts       pg_catalog.int4 DEFAULT NULL,
+    retry_backoff      pg_catalog.interval DEFAULT NULL,
+    handler_timeout    pg_catalog.interval DEFAULT NULL,
+    max_retry_backoff  pg_catalog.interval DEFAULT NULL,
+    reset              pg_catalog.text[] DEFAULT NULL)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_alter_consumer';
+COMMENT ON FUNCTION queue.alter_consumer(pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.text[]) IS
+  'Changes a consumer''s settings; NULL leaves a setting as it is, reset names settings to return to their defaults. Takes effect at the next batch.';
+
+CREATE FUNCTION queue.pause(consumer_name pg_catalog.text)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_pause';
+COMMENT ON FUNCTION queue.pause(pg_catalog.text) IS
+  'Stops a consumer''s workers after their current batch; messages wait in the queue until queue.resume.';
+
+CREATE FUNCTION queue.resume(consumer_name pg_catalog.text)
+RETURNS pg_catalog.void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_resume';
+COMMENT ON FUNCTION queue.resume(pg_catalog.text) IS 'Lets a paused consumer drain its queue again.';
+
+CREATE FUNCTION queue.unsubscribe(consumer_name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_unsubscribe';
+COMMENT ON FUNCTION queue.unsubscribe(pg_catalog.text, pg_catalog.bool) IS
+  'Drops a consumer (its workers stop after their current batch; the queue keeps its messages); false when if_exists is set and there was no such consumer.';
+
 -- Observability -------------------------------------------------------------
 
 CREATE FUNCTION queue.queue_stats(
@@ -253,11 +388,53 @@ CREATE FUNCTION queue.queue_stats(
     OUT acked_total         pg_catalog.int8,
     OUT dead_lettered_total pg_catalog.int8,
     OUT created_at          pg_catalog.timestamptz,
+    OUT dedup_window        pg_catalog.interval,
     OUT segments            pg_catalog.int4,
     OUT bytes               pg_catalog.int8)
 RETURNS SETOF record
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_stats';
 COMMENT ON FUNCTION queue.queue_stats() IS 'The rows of the view queue.queues.';
+
+CREATE FUNCTION queue.consumer_stats(
+    OUT consumer_name      pg_catalog.text,
+    OUT queue_name         pg_catalog.text,
+    OUT handler            pg_catalog.regprocedure,
+    OUT owner              pg_catalog.regrole,
+    OUT state              pg_catalog.text,
+    OUT batch_size         pg_catalog.int4,
+    OUT batch_window       pg_catalog.interval,
+    OUT max_concurrency    pg_catalog.int4,
+    OUT rate_limit         pg_catalog.float8,
+    OUT max_attempts       pg_catalog.int4,
+    OUT retry_backoff      pg_catalog.interval,
+    OUT max_retry_backoff  pg_catalog.interval,
+    OUT handler_timeout    pg_catalog.interval,
+    OUT active_workers     pg_catalog.int4,
+    OUT batches            pg_catalog.int8,
+    OUT messages           pg_catalog.int8,
+    OUT failures           pg_catalog.int8,
+    OUT last_error         pg_catalog.text,
+    OUT last_error_at      pg_catalog.timestamptz,
+    OUT observed_rate      pg_catalog.float8,
+    OUT backlog            pg_catalog.int8,
+    OUT paused             pg_catalog.bool)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_consumer_stats';
+COMMENT ON FUNCTION queue.consumer_stats() IS 'The rows of the view queue.consumers.';
+
+CREATE FUNCTION queue.worker_stats(
+    OUT pid               pg_catalog.int4,
+    OUT consumer_name     pg_catalog.text,
+    OUT queue_name        pg_catalog.text,
+    OUT state             pg_catalog.text,
+    OUT started_at        pg_catalog.timestamptz,
+    OUT batch_started_at  pg_catalog.timestamptz,
+    OUT batch_messages    pg_catalog.int4,
+    OUT batches           pg_catalog.int8,
+    OUT messages          pg_catalog.int8)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_worker_stats';
+COMMENT ON FUNCTION queue.worker_stats() IS 'The rows of the view queue.workers.';
 
 CREATE VIEW queue.queues AS SELECT * FROM queue.queue_stats();
 COMMENT ON VIEW queue.queues IS
@@ -270,13 +447,13 @@ COMMENT ON VIEW queue.queues IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA queue FROM PUBLIC;
 GRANT USAGE ON SCHEMA queue TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool),
+    queue.alter(pg_catalog.text, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[], pg_catalog.bool, pg_catalog.interval),
     queue.drop(pg_catalog.text, pg_catalog.bool),
     queue.purge(pg_catalog.text),
     queue.grant(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
     queue.revoke(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
-    queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text),
-    queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text),
+    queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text),
+    queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[]),
     queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval),
     queue.pop(pg_catalog.text, pg_catalog.int4),
     queue.ack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
@@ -287,6 +464,22 @@ GRANT EXECUTE ON FUNCTION
     queue.archived(pg_catalog.text),
     queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8),
     queue.recycle(pg_catalog.text),
-    queue.queue_stats()
+    queue.queue_stats(),
+    queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval),
+    queue.alter_consumer(pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.text[]),
+    queue.pause(pg_catalog.text),
+    queue.resume(pg_catalog.text),
+    queue.unsubscribe(pg_catalog.text, pg_catalog.bool),
+    queue.consumer_stats(),
+    queue.worker_stats()
   TO PUBLIC;
+CREATE VIEW queue.consumers AS SELECT * FROM queue.consumer_stats();
+COMMENT ON VIEW queue.consumers IS
+  'One row per consumer of a queue the current role may read (or owns): settings, state, workers and counters since server start; observed_rate is messages per second over the last ten seconds.';
+
+CREATE VIEW queue.workers AS SELECT * FROM queue.worker_stats();
+COMMENT ON VIEW queue.workers IS
+  'One row per drain worker running in this database for a queue the current role may read, with its current batch.';
+
 GRANT SELECT ON queue.queues TO PUBLIC;
+GRANT SELECT ON queue.consumers, queue.workers TO PUBLIC;

@@ -12,7 +12,10 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "postmaster/bgworker.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/tuplestore.h"
 
 #define QUEUE_INTERNAL_SCHEMA	"queue_internal"
 #define QUEUE_NAME_MAXLEN		48
@@ -22,6 +25,11 @@ extern int	queue_max_payload_size;
 extern int	queue_max_queues;
 extern int	queue_segment_size;	/* kB */
 extern int	queue_segment_age;	/* ms */
+extern int	queue_max_workers;
+extern int	queue_max_consumers;
+extern int	queue_worker_idle_timeout;
+extern int	queue_maintenance_interval;
+extern bool queue_allow_superuser_consumers;
 
 /* validate.c: argument checks shared by every SQL-callable function */
 extern void require_not_null(FunctionCallInfo fcinfo, int argno, const char *argname);
@@ -33,11 +41,15 @@ extern int64 interval_arg_usecs(FunctionCallInfo fcinfo, int argno, const char *
 extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
+extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
 
 #define QUEUE_MAX_BATCH				10000
 #define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
 #define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
+#define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define QUEUE_MIN_DEDUP_WINDOW_USECS	USECS_PER_SEC
+#define QUEUE_DEFAULT_DEDUP_WINDOW_USECS	(INT64CONST(5) * USECS_PER_MINUTE)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
 
 /*
@@ -115,6 +127,7 @@ typedef struct QueueMeta
 	int32		max_attempts;	/* 0: no limit */
 	int64		dead_letter_id; /* 0: none */
 	int64		retention_usecs;	/* -1: keep archived messages for ever */
+	int64		dedup_window_usecs;
 	Oid			owner;
 	int			nsenders;
 	Oid		   *senders;
@@ -148,10 +161,12 @@ typedef enum StorageStatement
 {
 	STMT_SEND,
 	STMT_SEND_BATCH,
+	STMT_SEND_WITH_ID,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
 	STMT_DEAD_LETTER,
+	STMT_FAIL,
 	STMT_ACK,
 	STMT_ACK_BATCH,
 	STMT_NACK,
@@ -254,6 +269,165 @@ extern void lease_at_subxact_end(bool commit, int level);
 
 /* queue_admin.c: the first count of a queue after a start */
 extern void queue_count_once(const QueueMeta *meta);
+
+/* message.c: the claim a drain worker shares with read, and its settlement */
+typedef struct FailedMessage
+{
+	int64		id;
+	int32		attempts;		/* deliveries so far, this one included */
+	const char *error;
+	TimestampTz visible_at;		/* when it may be delivered again */
+	bool		dead;			/* out of attempts: to the dead-letter queue */
+} FailedMessage;
+
+extern int	claim_messages(const QueueMeta *meta, int max_messages, const int64 *held,
+						   int nheld, Tuplestorestate *store, TupleDesc desc);
+extern void settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
+							const FailedMessage *failed, int nfailed);
+
+/* consumer.c: the consumer catalog as the SQL API and the workers see it */
+#define CONSUMER_RATE_WINDOW	11	/* seconds of history behind observed_rate */
+
+typedef struct ConsumerConfig
+{
+	int64		id;
+	char		name[NAMEDATALEN];
+	int64		queue_id;
+	Oid			handler;
+	Oid			owner;
+	int32		batch_size;
+	int64		batch_window_usecs;
+	int32		max_concurrency;
+	double		rate_limit;		/* 0: none */
+	int32		max_attempts;	/* 0: the queue's */
+	int64		retry_backoff_usecs;
+	int64		max_retry_backoff_usecs;
+	int64		handler_timeout_usecs;
+	bool		paused;
+} ConsumerConfig;
+
+extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
+extern Oid	message_type_oid(void);
+extern void consumer_check_handler(Oid handler, Oid role);
+extern Oid	consumer_catalog_relid(void);
+extern char *consumer_owned_by(Oid role);
+
+/* dedup.c: deduplication keys */
+extern bool dedup_reserve(const QueueMeta *meta, Datum key, TimestampTz now, int64 *id);
+extern void dedup_prune(int64 queue_id, bool logged);
+extern void dedup_forget(int64 queue_id, bool logged);
+extern void dedup_set_logged(int64 queue_id, bool logged);
+
+/* maintain.c: the housekeeping of a database's queues */
+extern void queue_maintain_database(void);
+
+/* registry.c: consumers and drain workers in shared memory */
+typedef enum WorkerState
+{
+	WORKER_STARTING,
+	WORKER_WAITING,
+	WORKER_CLAIMING,
+	WORKER_HANDLING,
+	WORKER_COMMITTING,
+	WORKER_MAINTAINING
+} WorkerState;
+
+typedef struct ConsumerSlot
+{
+	bool		in_use;
+	Oid			database;
+	Oid			catalog;		/* the consumer catalog's OID: one installation */
+	int64		consumer_id;
+	char		name[NAMEDATALEN];
+	SlotKey		queue;
+	Oid			owner;
+	int32		max_concurrency;
+	bool		paused;
+	/* the launcher's own bookkeeping */
+	uint64		idle_seq;		/* queue's wakeup sequence when a worker went idle */
+	bool		seen_idle;
+	bool		want_more;		/* a worker found a full batch: add one */
+	TimestampTz next_start;		/* start no worker before (backoff) */
+	int			start_failures;
+	/* shared by the consumer's workers, under mutex */
+	slock_t		mutex;
+	double		rate_limit;
+	int32		batch_size;
+	double		tokens;
+	TimestampTz refilled_at;
+	int64		batches;
+	int64		messages;
+	int64		failures;
+	char		last_error[256];
+	TimestampTz last_error_at;
+	int64		rate_second[CONSUMER_RATE_WINDOW];
+	int32		rate_count[CONSUMER_RATE_WINDOW];
+} ConsumerSlot;
+
+typedef struct WorkerSlot
+{
+	bool		in_use;
+	bool		maintenance;	/* a maintenance worker, not a drain worker */
+	uint32		generation;
+	pid_t		pid;
+	Oid			database;
+	Oid			catalog;
+	int64		consumer_id;
+	TimestampTz started_at;
+	bool		worked;			/* connected: not a failed start */
+	bool		failed;			/* ended by an error: back off */
+	slock_t		mutex;			/* guards the fields below */
+	WorkerState state;
+	TimestampTz batch_started_at;
+	int32		batch_messages;
+	int64		batches;
+	int64		messages;
+} WorkerSlot;
+
+extern Size registry_shmem_size(void);
+extern void registry_shmem_startup(LWLock *lock);
+extern bool registry_ready(void);
+extern int	registry_nconsumers(void);
+extern int	registry_nworkers(void);
+extern ConsumerSlot *registry_consumer(int index);
+extern WorkerSlot *registry_worker(int index);
+extern void registry_lock(bool exclusive);
+extern void registry_unlock(void);
+extern ConsumerSlot *registry_find_consumer(Oid database, Oid catalog, int64 consumer_id);
+extern void registry_set_launcher(bool running);
+extern pid_t registry_launcher_pid(void);
+extern void registry_poke_launcher(void);
+extern void registry_request_maintenance(Oid database);
+extern Oid	registry_next_maintenance(bool *all);
+extern int	registry_replace_database(Oid database, Oid catalog, int n,
+									  const ConsumerSlot *fresh);
+extern void registry_forget_database(Oid database);
+extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
+extern void registry_note_database(Oid database, bool installed);
+extern int	registry_databases(Oid *databases, int max);
+extern void registry_stop_database(Oid database);
+extern void registry_stop_database_done(Oid database, bool dropped);
+extern bool registry_database_blocked(Oid database);
+extern int	registry_count_workers(const ConsumerSlot *consumer);
+extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
+extern void registry_release_worker(int index, uint32 generation);
+extern WorkerSlot *registry_attach_worker(int index, uint32 generation);
+extern void worker_set_state(WorkerSlot *w, WorkerState state, int batch_messages);
+extern const char *worker_state_name(WorkerState state);
+extern int	consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs);
+extern void consumer_return_tokens(ConsumerSlot *c, int unused);
+extern void consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error);
+extern void consumer_note_error(ConsumerSlot *c, const char *error);
+extern double consumer_observed_rate(ConsumerSlot *c);
+
+/* launcher.c and drain.c: the background workers */
+extern void launcher_register(void);
+
+/* shmem.c, for the launcher and the workers: a queue's slot by key */
+extern SlotKey queue_slot_key(int64 queue_id);
+extern uint64 wakeup_sequence_key(const SlotKey *key);
+extern void wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline);
+extern bool queue_has_work(const SlotKey *key, uint64 since_seq, bool poke_launcher);
 
 
 #endif							/* QUEUE_H */

@@ -23,7 +23,6 @@
 #include "compat.h"
 #include "queue.h"
 
-#define QUEUE_MAX_ATTEMPTS_LIMIT	1000
 #define DEFAULT_VISIBILITY_USECS	(30 * USECS_PER_SEC)
 
 PG_FUNCTION_INFO_V1(queue_create);
@@ -43,6 +42,7 @@ typedef struct QueueSettings
 	int32		max_attempts;	/* 0: none */
 	const QueueMeta *dead_letter;	/* NULL: none */
 	int64		retention_usecs;	/* -1: none */
+	int64		dedup_window_usecs;
 } QueueSettings;
 
 static void
@@ -52,19 +52,6 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 
 	if (rc < 0)
 		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
-}
-
-static int32
-max_attempts_arg(FunctionCallInfo fcinfo, int argno)
-{
-	int32		n = PG_GETARG_INT32(argno);
-
-	if (n < 1 || n > QUEUE_MAX_ATTEMPTS_LIMIT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be between 1 and %d", QUEUE_MAX_ATTEMPTS_LIMIT),
-				 errdetail("The value given was %d.", n)));
-	return n;
 }
 
 /* The dead-letter queue named by an argument: it must exist and take sends from the caller. */
@@ -97,7 +84,7 @@ check_settings(const QueueSettings *s)
 /*
  * Fills parameters $3 to $6 of the catalog statements of create and alter
  * with the settings: visibility_timeout, max_attempts, dead_letter_queue,
- * retention.
+ * retention, and $8 with dedup_window.
  */
 static void
 settings_params(const QueueSettings *s, Datum *values, char *nulls)
@@ -109,6 +96,14 @@ settings_params(const QueueSettings *s, Datum *values, char *nulls)
 	nulls[4] = s->dead_letter ? ' ' : 'n';
 	values[5] = usecs_interval(s->retention_usecs);
 	nulls[5] = s->retention_usecs >= 0 ? ' ' : 'n';
+	values[7] = usecs_interval(s->dedup_window_usecs);
+}
+
+static int64
+dedup_window_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return interval_arg_usecs(fcinfo, argno, "dedup_window", QUEUE_MIN_DEDUP_WINDOW_USECS,
+							  QUEUE_MAX_DELAY_USECS, -1);
 }
 
 static void
@@ -120,7 +115,10 @@ refuse_duplicate(const char *name)
 				 errmsg("queue \"%s\" already exists", name)));
 }
 
-/* queue.create(queue_name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention) */
+/*
+ * queue.create(queue_name, logged, visibility_timeout, max_attempts,
+ *				dead_letter_queue, retention, dedup_window)
+ */
 Datum
 queue_create(PG_FUNCTION_ARGS)
 {
@@ -128,9 +126,10 @@ queue_create(PG_FUNCTION_ARGS)
 	bool		logged;
 	QueueSettings s = {0};
 	Oid			owner = GetUserId();
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[7] = {TEXTOID, BOOLOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, OIDOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {TEXTOID, BOOLOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, OIDOID,
+	INTERVALOID};
 	bool		isnull;
 	int64		id;
 	OwnerContext ctx;
@@ -145,6 +144,8 @@ queue_create(PG_FUNCTION_ARGS)
 	s.dead_letter = PG_ARGISNULL(4) ? NULL : dead_letter_arg(fcinfo, 4, name);
 	s.retention_usecs = PG_ARGISNULL(5) ? -1 :
 		interval_arg_usecs(fcinfo, 5, "retention", 0, QUEUE_MAX_RETENTION_USECS, -1);
+	s.dedup_window_usecs = PG_ARGISNULL(6) ? QUEUE_DEFAULT_DEDUP_WINDOW_USECS :
+		dedup_window_arg(fcinfo, 6);
 	check_settings(&s);
 	refuse_duplicate(name);
 
@@ -155,9 +156,9 @@ queue_create(PG_FUNCTION_ARGS)
 
 	owner_context_enter(&ctx);
 	run_sql("INSERT INTO queue_internal.queue"
-			" (name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention, owner)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-			7, types, values, nulls);
+			" (name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention, owner,"
+			" dedup_window) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+			8, types, values, nulls);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	storage_create_tables(id, logged);
 	catalog_changed();
@@ -178,16 +179,38 @@ reset_setting(QueueSettings *s, const char *setting)
 		s->dead_letter = NULL;
 	else if (strcmp(setting, "retention") == 0)
 		s->retention_usecs = -1;
+	else if (strcmp(setting, "dedup_window") == 0)
+		s->dedup_window_usecs = QUEUE_DEFAULT_DEDUP_WINDOW_USECS;
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot reset unknown setting \"%s\"", setting),
-				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue and retention.")));
+				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue, retention and dedup_window.")));
+}
+
+/* A consumer with its own max_attempts needs the queue's dead-letter queue. */
+static void
+refuse_if_consumer_dead_letters(const QueueMeta *meta)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+	OwnerContext ctx;
+
+	owner_context_enter(&ctx);
+	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1"
+			" AND max_attempts IS NOT NULL ORDER BY name LIMIT 1", 1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot remove the dead-letter queue of queue \"%s\" because consumer \"%s\" has max_attempts",
+						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("Reset the consumer's max_attempts with queue.alter_consumer() first.")));
+	owner_context_exit(&ctx);
 }
 
 /*
  * queue.alter(queue_name, visibility_timeout, max_attempts, dead_letter_queue,
- *			   retention, rename_to, reset, logged)
+ *			   retention, rename_to, reset, logged, dedup_window)
  */
 Datum
 queue_alter(PG_FUNCTION_ARGS)
@@ -196,15 +219,17 @@ queue_alter(PG_FUNCTION_ARGS)
 	QueueSettings s;
 	const char *new_name = meta->name;
 	bool		logged = PG_ARGISNULL(7) ? meta->logged : PG_GETARG_BOOL(7);
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[7] = {INT8OID, TEXTOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, BOOLOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {INT8OID, TEXTOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, BOOLOID,
+	INTERVALOID};
 	OwnerContext ctx;
 
 	s.visibility_usecs = meta->visibility_usecs;
 	s.max_attempts = meta->max_attempts;
 	s.dead_letter = meta->dead_letter_id ? queue_lookup_by_id(meta->dead_letter_id) : NULL;
 	s.retention_usecs = meta->retention_usecs;
+	s.dedup_window_usecs = meta->dedup_window_usecs;
 
 	if (!PG_ARGISNULL(6))
 	{
@@ -239,7 +264,11 @@ queue_alter(PG_FUNCTION_ARGS)
 		if (strcmp(new_name, meta->name) != 0)
 			refuse_duplicate(new_name);
 	}
+	if (!PG_ARGISNULL(8))
+		s.dedup_window_usecs = dedup_window_arg(fcinfo, 8);
 	check_settings(&s);
+	if (s.dead_letter == NULL && meta->dead_letter_id != 0)
+		refuse_if_consumer_dead_letters(meta);
 
 	values[0] = Int64GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(new_name);
@@ -248,11 +277,15 @@ queue_alter(PG_FUNCTION_ARGS)
 
 	owner_context_enter(&ctx);
 	if (logged != meta->logged)
+	{
 		storage_set_logged(meta->id, logged);
+		dedup_set_logged(meta->id, logged);
+	}
 	run_sql("UPDATE queue_internal.queue SET name = $2, visibility_timeout = $3,"
-			" max_attempts = $4, dead_letter_queue = $5, retention = $6, logged = $7"
+			" max_attempts = $4, dead_letter_queue = $5, retention = $6, logged = $7,"
+			" dedup_window = $8"
 			" WHERE id = $1",
-			7, types, values, nulls);
+			8, types, values, nulls);
 	catalog_changed();
 	owner_context_exit(&ctx);
 	PG_RETURN_VOID();
@@ -273,6 +306,23 @@ refuse_if_dead_letter_target(const QueueMeta *meta)
 				 errmsg("cannot drop queue \"%s\" because queue \"%s\" uses it as its dead-letter queue",
 						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 				 errhint("Change that queue's dead_letter_queue with queue.alter() first.")));
+}
+
+/* A queue a consumer drains stays until the consumer is gone. */
+static void
+refuse_if_consumed(const QueueMeta *meta)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+
+	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1 ORDER BY name LIMIT 1",
+			1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop queue \"%s\" because consumer \"%s\" drains it",
+						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("Drop the consumer with queue.unsubscribe() first.")));
 }
 
 /* queue.drop(queue_name, if_exists) returns boolean */
@@ -300,7 +350,9 @@ queue_drop(PG_FUNCTION_ARGS)
 
 	owner_context_enter(&ctx);
 	refuse_if_dead_letter_target(meta);
+	refuse_if_consumed(meta);
 	storage_drop_tables(meta->id);
+	dedup_forget(meta->id, meta->logged);
 	run_sql("DELETE FROM queue_internal.queue WHERE id = $1", 1, &type, &id, NULL);
 	catalog_changed();
 	owner_context_exit(&ctx);
@@ -563,8 +615,8 @@ queue_count_once(const QueueMeta *meta)
 static void
 stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc catdesc)
 {
-	Datum		values[19];
-	bool		nulls[19] = {0};
+	Datum		values[20];
+	bool		nulls[20] = {0};
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz oldest;
 	QueueCounters c;
@@ -574,6 +626,7 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	for (int i = 0; i < 7; i++)
 		values[i] = SPI_getbinval(cat, catdesc, i + 1, &nulls[i]);
 	values[16] = SPI_getbinval(cat, catdesc, 8, &nulls[16]);
+	values[17] = usecs_interval(meta->dedup_window_usecs);
 
 	c = counters_read(meta->id);
 	values[7] = Int64GetDatum(c.messages);
@@ -605,9 +658,9 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	nulls[13] = nulls[14] = nulls[15] = !c.tracked;
 
 	/* storage: live segments (from shared memory) and bytes on disk */
-	nulls[17] = !segment_count(meta->id, &segments);
-	values[17] = Int32GetDatum(segments);
-	values[18] = Int64GetDatum(storage_bytes(meta->id));
+	nulls[18] = !segment_count(meta->id, &segments);
+	values[18] = Int32GetDatum(segments);
+	values[19] = Int64GetDatum(storage_bytes(meta->id));
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }

@@ -144,12 +144,14 @@ static LWLock *seg_lock = NULL;
 static List *changes = NIL;		/* of SegChange, in TopTransactionContext */
 static List *due_queues = NIL;	/* queue ids to maintain at pre-commit */
 
+/* Shared memory for the segment state of queue.max_queues queues. */
 Size
 segment_shmem_size(void)
 {
 	return hash_estimate_size(queue_max_queues, sizeof(SegState));
 }
 
+/* Attaches to the table of segment states; lock guards its membership. */
 void
 segment_shmem_startup(LWLock *lock)
 {
@@ -162,6 +164,7 @@ segment_shmem_startup(LWLock *lock)
 							 &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
+/* A queue's key: the same as its slot's in shmem.c (database, installation, id). */
 static SlotKey
 seg_key(int64 queue_id)
 {
@@ -174,6 +177,7 @@ seg_key(int64 queue_id)
 	return key;
 }
 
+/* Forgets what a segment's hint knew: reads start at scan_from. */
 static void
 hint_reset(SegHint *h, int64 scan_from, bool empty)
 {
@@ -312,6 +316,7 @@ segment_for_insert(int64 queue_id)
 	}
 }
 
+/* Where a straggler is listed, or -1. */
 static int
 strag_find(const SegHint *h, int64 id)
 {
@@ -323,6 +328,7 @@ strag_find(const SegHint *h, int64 id)
 	return -1;
 }
 
+/* Unlists a straggler (order does not matter). */
 static void
 strag_remove(SegHint *h, int i)
 {
@@ -642,6 +648,7 @@ segment_probe_order(int64 queue_id, int64 id, bool from_tail, int *segs)
 
 /* ---- changes applied at commit ------------------------------------------- */
 
+/* Records a change of the ring, to be applied when the transaction commits. */
 static void
 change_record(int64 queue_id, SegChangeKind kind, int64 generation, int64 first_id)
 {
@@ -717,6 +724,7 @@ change_apply(const SegChange *c)
 	SpinLockRelease(&st->mutex);
 }
 
+/* Applies the committed transaction's ring changes; forgets them either way. */
 void
 segment_at_xact_end(bool commit)
 {
@@ -731,6 +739,7 @@ segment_at_xact_end(bool commit)
 	due_queues = NIL;
 }
 
+/* A committed savepoint hands its changes to its parent; an aborted one drops them. */
 void
 segment_at_subxact_end(bool commit, int level)
 {
@@ -751,6 +760,7 @@ segment_at_subxact_end(bool commit, int level)
 
 /* ---- maintenance ---------------------------------------------------------- */
 
+/* Runs one maintenance statement (SQL built from ids only). */
 static void
 run_sql(const char *sql)
 {
@@ -760,6 +770,7 @@ run_sql(const char *sql)
 		elog(ERROR, "queue segment statement failed: %s", SPI_result_code_string(rc));
 }
 
+/* Runs a statement that returns one bigint. */
 static int64
 single_int8(const char *sql)
 {
@@ -771,6 +782,34 @@ single_int8(const char *sql)
 		elog(ERROR, "queue segment statement returned " UINT64_FORMAT " rows", SPI_processed);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * Moves head or tail on by one in the catalog, from the value shared memory
+ * has; a catalog that disagrees means the state is stale: fail (the caller
+ * runs in a subtransaction).
+ */
+static void
+ring_update(int64 queue_id, const char *column, int64 from)
+{
+	run_sql(psprintf("UPDATE queue_internal.segment_ring SET %s = %lld WHERE queue_id = %lld AND %s = %lld",
+					 column, (long long) from + 1, (long long) queue_id, column, (long long) from));
+	if (SPI_processed != 1)
+		elog(ERROR, "segment ring of queue %lld moved under its maintenance", (long long) queue_id);
+}
+
+/* Whether this transaction has changed the queue's ring already (not yet applied). */
+static bool
+ring_changed_here(int64 queue_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, changes)
+	{
+		if (((SegChange *) lfirst(lc))->queue_id == queue_id)
+			return true;
+	}
+	return false;
 }
 
 /* Size of one segment table (heap only) in bytes, or -1 when it is busy. */
@@ -816,8 +855,7 @@ maybe_rotate(int64 queue_id, SegState *st, bool force, int64 tail)
 		return false;
 
 	next_id = single_int8("SELECT last_value + 1 FROM queue_internal.message_id_seq");
-	run_sql(psprintf("UPDATE queue_internal.segment_ring SET head = head + 1 WHERE queue_id = %lld",
-					 (long long) queue_id));
+	ring_update(queue_id, "head", head);
 	change_record(queue_id, SEG_ROTATED, head + 1, next_id);
 	return true;
 }
@@ -889,8 +927,7 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 	if (moved > 0 && !isnull)
 		segment_note(queue_id, next, DatumGetInt64(d), DT_NOBEGIN);
 	run_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
-	run_sql(psprintf("UPDATE queue_internal.segment_ring SET tail = tail + 1 WHERE queue_id = %lld",
-					 (long long) queue_id));
+	ring_update(queue_id, "tail", tail);
 	change_record(queue_id, SEG_RECYCLED, tail + 1, 0);
 	return true;
 }
@@ -911,7 +948,13 @@ storage_maintain(int64 queue_id, bool force)
 	int			recycled;
 	int64		tail;
 
-	if (!OidIsValid(parent))
+	/*
+	 * A copy under a transaction snapshot could miss commits made before its
+	 * lock; a second run in one transaction would work from shared state
+	 * that its first run's changes (applied at commit) have made stale.
+	 */
+	if (!OidIsValid(parent) || IsolationUsesXactSnapshot() || XactReadOnly ||
+		RecoveryInProgress() || ring_changed_here(queue_id))
 		return 0;
 	(void) segment_ring(queue_id);
 	st = seg_find(queue_id, false);
@@ -1025,7 +1068,15 @@ segment_pre_commit(void)
 
 /*
  * Maintains every queue of the current database: recycles drained tails
- * and rotates heads that are due.  For a background worker; see README.
+ * and rotates heads that are due, each queue in a subtransaction whose
+ * failure is logged and skipped.  For a background worker connected to the
+ * database, inside a READ COMMITTED, read-write transaction with a snapshot
+ * pushed (StartTransactionCommand, PushActiveSnapshot(GetTransactionSnapshot()),
+ * storage_maintain_all, PopActiveSnapshot, CommitTransactionCommand), and
+ * committed at once: a recycle holds its segment's ACCESS EXCLUSIVE lock
+ * until then.  It waits for no lock, so it can run often (every 100 ms to
+ * a few seconds); it does nothing on a standby or under a transaction
+ * snapshot.
  */
 void
 storage_maintain_all(void)

@@ -46,6 +46,7 @@ typedef struct QueueSlot
 {
 	SlotKey		key;			/* hash key */
 	pg_atomic_uint64 wake_seq;	/* bumped by every commit that adds work */
+	pg_atomic_uint32 poke_launcher; /* the launcher waits for this queue */
 	ConditionVariable cv;		/* readers waiting for wake_seq to move */
 	slock_t		mutex;			/* guards the counters below */
 	bool		messages_known;
@@ -102,9 +103,10 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static Size
 shmem_size(void)
 {
-	return add_size(add_size(MAXALIGN(sizeof(QueueShared)),
-							 hash_estimate_size(queue_max_queues, sizeof(QueueSlot))),
-					add_size(hidden_shmem_size(), segment_shmem_size()));
+	return add_size(add_size(add_size(MAXALIGN(sizeof(QueueShared)),
+									  hash_estimate_size(queue_max_queues, sizeof(QueueSlot))),
+							 add_size(hidden_shmem_size(), segment_shmem_size())),
+					registry_shmem_size());
 }
 
 static void
@@ -115,7 +117,8 @@ shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(shmem_size());
-	RequestNamedLWLockTranche("queue", 2 + hidden_lock_count());
+	/* slots, registry, hidden buckets' partitions, segments */
+	RequestNamedLWLockTranche("queue", 3 + hidden_lock_count());
 }
 
 static void
@@ -139,13 +142,15 @@ shmem_startup(void)
 	info.entrysize = sizeof(QueueSlot);
 	slot_hash = ShmemInitHash("queue slots", queue_max_queues, queue_max_queues,
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
-	hidden_shmem_startup(GetNamedLWLockTranche("queue") + 1);
-	segment_shmem_startup(&(GetNamedLWLockTranche("queue") + 1 + hidden_lock_count())->lock);
+	registry_shmem_startup(&(GetNamedLWLockTranche("queue") + 1)->lock);
+	hidden_shmem_startup(GetNamedLWLockTranche("queue") + 2);
+	segment_shmem_startup(&(GetNamedLWLockTranche("queue") + 2 + hidden_lock_count())->lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
-static SlotKey
-slot_key(int64 queue_id)
+/* The key of a queue's slot: the queue of this database and installation. */
+SlotKey
+queue_slot_key(int64 queue_id)
 {
 	SlotKey		key;
 
@@ -174,6 +179,7 @@ slot_find(const SlotKey *key, bool create)
 	if (slot != NULL && !found)
 	{
 		pg_atomic_init_u64(&slot->wake_seq, 0);
+		pg_atomic_init_u32(&slot->poke_launcher, 0);
 		ConditionVariableInit(&slot->cv);
 		SpinLockInit(&slot->mutex);
 		slot->messages_known = false;
@@ -187,7 +193,7 @@ slot_find(const SlotKey *key, bool create)
 static QueueSlot *
 slot_get(int64 queue_id, bool create)
 {
-	SlotKey		key = slot_key(queue_id);
+	SlotKey		key = queue_slot_key(queue_id);
 
 	return slot_find(&key, create);
 }
@@ -205,6 +211,10 @@ wake_slot(QueueSlot *slot)
 {
 	pg_atomic_fetch_add_u64(&slot->wake_seq, 1);
 	ConditionVariableBroadcast(&slot->cv);
+	/* a consumer of this queue has no worker: the launcher starts one */
+	if (pg_atomic_read_u32(&slot->poke_launcher) != 0 &&
+		pg_atomic_exchange_u32(&slot->poke_launcher, 0) != 0)
+		registry_poke_launcher();
 }
 
 /*
@@ -403,7 +413,7 @@ pending_entry(int64 queue_id)
 	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	p = palloc0(sizeof(PendingQueue));
-	p->key = slot_key(queue_id);
+	p->key = queue_slot_key(queue_id);
 	p->queue_id = queue_id;
 	p->nest_level = level;
 	pending = lappend(pending, p);
@@ -543,7 +553,15 @@ pending_touches(int64 queue_id)
 uint64
 wakeup_sequence(int64 queue_id)
 {
-	QueueSlot  *slot = slot_get(queue_id, true);
+	SlotKey		key = queue_slot_key(queue_id);
+
+	return wakeup_sequence_key(&key);
+}
+
+uint64
+wakeup_sequence_key(const SlotKey *key)
+{
+	QueueSlot  *slot = slot_find(key, true);
 
 	if (slot == NULL)
 		return pg_atomic_read_u64(&shared->overflow_seq);
@@ -580,7 +598,15 @@ next_visible_time(QueueSlot *slot, TimestampTz now)
 void
 wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline)
 {
-	QueueSlot  *slot = slot_get(queue_id, true);
+	SlotKey		key = queue_slot_key(queue_id);
+
+	wakeup_wait_key(&key, seen, deadline);
+}
+
+void
+wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline)
+{
+	QueueSlot  *slot = slot_find(key, true);
 	ConditionVariable *cv = slot ? &slot->cv : &shared->overflow_cv;
 	pg_atomic_uint64 *seq = slot ? &slot->wake_seq : &shared->overflow_seq;
 	TimestampTz until = Min(deadline, next_visible_time(slot, GetCurrentTimestamp()));
@@ -598,6 +624,30 @@ wakeup_wait(int64 queue_id, uint64 seen, TimestampTz deadline)
 		ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
+}
+
+/*
+ * For the launcher: whether a queue may have work for a consumer whose
+ * last worker went idle at wakeup sequence since_seq: a commit added work
+ * since, or a hidden message is due to become visible.  With poke set, the
+ * next commit that adds work sets the launcher's latch; the flag is set
+ * before the look, so a commit cannot slip between the two unnoticed.
+ */
+bool
+queue_has_work(const SlotKey *key, uint64 since_seq, bool poke)
+{
+	QueueSlot  *slot = slot_find(key, false);
+	int64		next;
+
+	if (slot == NULL)
+		return since_seq != 0;	/* the slot went away: have a look */
+	if (poke)
+		pg_atomic_write_u32(&slot->poke_launcher, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&slot->wake_seq) != since_seq)
+		return true;
+	next = hidden_next_second(key);
+	return next >= 0 && next * USECS_PER_SEC <= GetCurrentTimestamp();
 }
 
 /* Whether the queue's hidden counts are known (without reading them). */

@@ -87,6 +87,11 @@ static const StatementDef statements[STMT__COUNT] = {
 		" ORDER BY n RETURNING id",
 		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
 	},
+	[STMT_SEND_WITH_ID] = {
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, id)"
+		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT8OID}
+	},
 	[STMT_CLAIM] = {
 		"SELECT " MESSAGE_COLUMNS " FROM {T}"
 		" WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2)"
@@ -116,6 +121,13 @@ static const StatementDef statements[STMT__COUNT] = {
 		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, {Q}, headers, payload"
 		" FROM dead RETURNING id",
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
+	},
+	[STMT_FAIL] = {
+		"UPDATE {T} m SET attempts = u.attempts, last_error = u.error,"
+		" visible_at = u.visible_at, receipt = NULL"
+		" FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[])"
+		" AS u(id, attempts, error, visible_at) WHERE m.id = u.id",
+		4, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	[STMT_ACK] = {
 		"DELETE FROM {T} WHERE id = $1 AND receipt = $2 RETURNING visible_at",

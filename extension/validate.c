@@ -165,3 +165,17 @@ check_payload_size(Datum payload, Datum headers, bool headers_null)
 						   size, queue_max_payload_size),
 				 errhint("Store large objects elsewhere and send a reference, or raise queue.max_payload_size.")));
 }
+
+/* A max_attempts argument: 1 to QUEUE_MAX_ATTEMPTS_LIMIT, else 22023. */
+int32
+max_attempts_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32		n = PG_GETARG_INT32(argno);
+
+	if (n < 1 || n > QUEUE_MAX_ATTEMPTS_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be between 1 and %d", QUEUE_MAX_ATTEMPTS_LIMIT),
+				 errdetail("The value given was %d.", n)));
+	return n;
+}

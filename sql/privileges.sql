@@ -28,9 +28,10 @@ SELECT p.oid::regprocedure AS not_executable_by_public
  WHERE p.pronamespace = 'queue'::regnamespace
    AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
  ORDER BY p.oid::regprocedure::text;
--- No SECURITY DEFINER function (the C code switches to the owner itself
--- after the privilege check), every function and the view documented.
-SELECT count(*) AS security_definer
+-- The C code switches to the owner itself after the privilege check, so the
+-- only SECURITY DEFINER function is the event trigger that guards handlers,
+-- with its search_path pinned; every function and the view documented.
+SELECT oid::regprocedure AS security_definer, proconfig
   FROM pg_proc WHERE pronamespace IN ('queue'::regnamespace, 'queue_internal'::regnamespace) AND prosecdef;
 SELECT p.oid::regprocedure AS undocumented
   FROM pg_proc p
@@ -291,7 +292,7 @@ RESET ROLE;
 -- queue.create needs EXECUTE, which the administrator grants.  The creator
 -- owns the queue: everything on it, nothing on the others.
 --
-GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval)
+GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
    TO regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po') > 0 AS created;
@@ -316,7 +317,7 @@ SELECT queue.drop('po');
 SET ROLE regress_queue_owner;
 SELECT queue.drop('po');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval)
+REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
   FROM regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po');
