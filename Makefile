@@ -16,9 +16,12 @@ OBJS = \
 	extension/lease.o \
 	extension/message.o \
 	extension/consumer.o \
+	extension/consumer_views.o \
 	extension/maintain.o \
 	extension/dedup.o \
 	bgworker/registry.o \
+	bgworker/ratelimit.o \
+	bgworker/maintenance.o \
 	bgworker/launcher.o \
 	bgworker/drain.o
 

@@ -1,9 +1,8 @@
 /*
  * drain.c
- *    The dynamic background workers the launcher starts: drain workers,
- *    which run one consumer's batches through its handler, and maintenance
- *    workers, which copy one database's consumer catalog into the registry
- *    and do the housekeeping of its queues (maintain.c).
+ *    The dynamic background workers the launcher starts: their common entry
+ *    point, and drain workers, which run one consumer's batches through its
+ *    handler.  (Maintenance workers are in maintenance.c.)
  *
  * A drain worker connects as the consumer's owner and loops: take tokens
  * from the consumer's rate limit, start a transaction, claim up to a batch
@@ -13,6 +12,17 @@
  * handler's writes and the deletions commit together, so inside the
  * database a message takes effect once; a worker that dies leaves its
  * transaction uncommitted and the messages are claimed again.
+ *
+ * Careful mode: the claim only locks, so a delivery is counted only when
+ * its batch commits, and a message that kills its worker (a FATAL, a
+ * crash) would come back uncounted for ever.  So after a start (of the
+ * server, or after a crash) and after a worker died in a batch, a
+ * consumer's next batch_size messages run one at a time, each first
+ * leased like a read in a transaction of its own (the lease counts the
+ * delivery and hides the message for handler_timeout and a grace), then
+ * handled and settled by its receipt in a second one.  A message that
+ * kills its worker every time thus reaches max_attempts and the
+ * dead-letter queue.
  *
  * The handler runs in a subtransaction.  When it raises an error the batch
  * is split in halves, each retried in its own subtransaction, down to the
@@ -30,15 +40,16 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -63,6 +74,7 @@ typedef struct Batch
 	int			n;
 	Datum	   *messages;		/* queue.message composite values */
 	int64	   *ids;
+	int64		receipt;		/* careful mode: the lease of its one message */
 	int32	   *attempts;		/* deliveries, this one included */
 	char	  **errors;			/* NULL: handled */
 	Oid			message_type;
@@ -73,69 +85,35 @@ typedef struct Batch
 	int			nfailed;
 } Batch;
 
+/* What a batch did, for the consumer's counters. */
+typedef struct BatchResult
+{
+	int			failed;
+	char		error[256];		/* the first error; empty: none */
+} BatchResult;
+
 static WorkerSlot *me = NULL;
 
+/* careful mode: what outlives the transaction that leased the message */
+static MemoryContext careful_cxt = NULL;
+
+/* how long past handler_timeout a careful lease lasts */
+#define CAREFUL_GRACE_USECS		(INT64CONST(10) * USECS_PER_SEC)
+
 /* A worker's transaction, with the snapshot SPI needs around it. */
-static void
-begin_xact(void)
+void
+bgworker_begin_xact(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
-static void
-commit_xact(void)
+void
+bgworker_commit_xact(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-}
-
-/* ---- maintenance --------------------------------------------------------- */
-
-/* Copies this database's consumers into the registry, then maintains its queues. */
-static void
-maintain_database(void)
-{
-	Oid			consumer_catalog = InvalidOid;
-	ConsumerSlot *fresh = NULL;
-	int			n = 0;
-	int			stored;
-
-	begin_xact();
-	if (OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)) &&
-		OidIsValid(consumer_catalog = consumer_catalog_relid()))
-	{
-		ConsumerConfig *configs;
-		OwnerContext ctx;
-
-		owner_context_enter(&ctx);
-		n = consumer_catalog_load(0, &configs);
-		owner_context_exit(&ctx);
-		fresh = palloc0(sizeof(ConsumerSlot) * Max(n, 1));
-		for (int i = 0; i < n; i++)
-		{
-			fresh[i].consumer_id = configs[i].id;
-			strlcpy(fresh[i].name, configs[i].name, NAMEDATALEN);
-			fresh[i].queue = queue_slot_key(configs[i].queue_id);
-			fresh[i].owner = configs[i].owner;
-			fresh[i].max_concurrency = configs[i].max_concurrency;
-			fresh[i].paused = configs[i].paused;
-			fresh[i].rate_limit = configs[i].rate_limit;
-			fresh[i].batch_size = configs[i].batch_size;
-		}
-	}
-	stored = registry_replace_database(MyDatabaseId, consumer_catalog, n, fresh);
-	registry_note_database(MyDatabaseId, OidIsValid(consumer_catalog));
-	if (OidIsValid(consumer_catalog))
-		queue_maintain_database();
-	if (stored < n)
-		ereport(WARNING,
-				(errmsg("queue: %d consumers of database \"%s\" do not fit in shared memory and will not run",
-						n - stored, get_database_name(MyDatabaseId)),
-				 errhint("Raise queue.max_consumers (now %d) and restart the server.",
-						 queue_max_consumers)));
-	commit_xact();
 }
 
 /* ---- one batch ----------------------------------------------------------- */
@@ -145,8 +123,8 @@ error_text(ErrorData *edata)
 {
 	char	   *text = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message);
 
-	if (strlen(text) > MAX_ERROR_LEN)
-		text[MAX_ERROR_LEN] = '\0';
+	/* cut between characters, never inside one */
+	text[pg_mbcliplen(text, strlen(text), MAX_ERROR_LEN)] = '\0';
 	return text;
 }
 
@@ -211,8 +189,8 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 	ArrayType  *array = construct_array(b->messages + lo, hi - lo, b->message_type,
 										-1, false, TYPALIGN_DOUBLE);
 
+	/* the handler runs in the subtransaction's memory, freed with it */
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
 		LOCAL_FCINFO(fcinfo, 1);
@@ -226,6 +204,9 @@ try_handler(Batch *b, int lo, int hi, ErrorData **edata)
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a timeout that fired as the handler returned must not cancel the settling */
+		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+			QueryCancelPending = false;
 		/* a SET in the handler (even SET ROLE) must not outlive its batch */
 		AtEOXact_GUC(false, guc_level);
 		if (!fcinfo->isnull && b->returns_ids)
@@ -294,6 +275,42 @@ retry_delay(const ConsumerConfig *cfg, int32 attempts)
 	return Min(delay, cfg->max_retry_backoff_usecs);
 }
 
+/* The failure of message i, to record. */
+static FailedMessage
+failure_of(Batch *b, int i, const QueueMeta *meta, const ConsumerConfig *cfg)
+{
+	FailedMessage f;
+
+	f.id = b->ids[i];
+	f.attempts = b->attempts[i];
+	f.error = b->errors[i];
+	f.dead = meta->max_attempts > 0 && b->attempts[i] >= meta->max_attempts;
+	f.visible_at = GetCurrentTimestamp() + retry_delay(cfg, b->attempts[i]);
+	return f;
+}
+
+/* Careful mode: settles the one leased message by its receipt. */
+static void
+settle_careful(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
+{
+	FailedMessage f;
+	bool		settled;
+
+	if (b->errors[0] == NULL)
+		settled = settle_leased(meta, b->ids[0], b->receipt, NULL);
+	else
+	{
+		f = failure_of(b, 0, meta, cfg);
+		settled = settle_leased(meta, b->ids[0], b->receipt, &f);
+	}
+	/* its lease ran out and another took it: the handler's work must not count */
+	if (!settled)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("queue message %lld was leased again before its handler finished",
+						(long long) b->ids[0])));
+}
+
 /* Deletes the handled messages and returns or dead-letters the failed ones. */
 static void
 settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
@@ -302,22 +319,14 @@ settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
 	FailedMessage *failed = palloc(sizeof(FailedMessage) * b->n);
 	int			ndone = 0;
 	int			nfailed = 0;
-	TimestampTz now = GetCurrentTimestamp();
 	OwnerContext ctx;
 
 	for (int i = 0; i < b->n; i++)
 	{
 		if (b->errors[i] == NULL)
-		{
 			done[ndone++] = b->ids[i];
-			continue;
-		}
-		failed[nfailed].id = b->ids[i];
-		failed[nfailed].attempts = b->attempts[i];
-		failed[nfailed].error = b->errors[i];
-		failed[nfailed].dead = meta->max_attempts > 0 && b->attempts[i] >= meta->max_attempts;
-		failed[nfailed].visible_at = now + retry_delay(cfg, b->attempts[i]);
-		nfailed++;
+		else
+			failed[nfailed++] = failure_of(b, i, meta, cfg);
 	}
 	owner_context_enter(&ctx);
 	settle_messages(meta, done, ndone, failed, nfailed);
@@ -329,7 +338,7 @@ settle_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg)
  * more while the batch is not full.  Returns how many.
  */
 static int
-claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want)
+claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want, bool careful)
 {
 	TupleDesc	desc = lookup_rowtype_tupdesc_copy(b->message_type, -1);
 	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
@@ -344,7 +353,9 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 	for (;;)
 	{
 		uint64		seen = wakeup_sequence_key(&key);
-		int			got = claim_messages(meta, want - n, held, n, store, desc);
+		int			got = careful ?
+			claim_leased(meta, 1, cfg->handler_timeout_usecs + CAREFUL_GRACE_USECS, store, desc) :
+			claim_messages(meta, want - n, held, n, store, desc);
 
 		for (int i = 0; i < got; i++)
 		{
@@ -355,12 +366,15 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 			held[n + i] = DatumGetInt64(slot_getattr(slot, MSG_COL_ID, &isnull));
 		}
 		n += got;
-		if (n >= want || n == 0 || GetCurrentTimestamp() >= deadline)
+		if (careful || n >= want || n == 0 || GetCurrentTimestamp() >= deadline)
 			break;
 		if (got == 0)
 			wakeup_wait_key(&key, seen, deadline);
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* after a restart: count once, so the launcher knows when delays end */
+	if (n == 0 && !counters_hidden_known(meta->id))
+		queue_count_once(meta);
 	owner_context_exit(&ctx);
 
 	b->n = n;
@@ -376,6 +390,8 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
 		if (!tuplestore_gettupleslot(store, true, false, slot))
 			elog(ERROR, "queue claim lost a message");
 		b->attempts[i] = DatumGetInt32(slot_getattr(slot, MSG_COL_ATTEMPTS, &isnull));
+		if (careful)
+			b->receipt = DatumGetInt64(slot_getattr(slot, MSG_COL_RECEIPT, &isnull));
 		b->messages[i] = ExecFetchSlotHeapTupleDatum(slot);
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -391,34 +407,59 @@ claim_batch(Batch *b, const QueueMeta *meta, const ConsumerConfig *cfg, int want
  * Runs one batch in one transaction.  Returns how many messages it claimed
  * (0: none there), or a BATCH_ code when the worker should stop.
  */
-static int
-run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
+/*
+ * The queue as this consumer sees it: its max_attempts, when the queue has
+ * a dead-letter queue to take the messages out of attempts.  NULL when the
+ * queue is gone.
+ */
+static bool
+consumer_queue(const ConsumerConfig *cfg, QueueMeta *meta)
 {
-	ConsumerConfig *cfg;
+	const QueueMeta *cached = queue_lookup_by_id(cfg->queue_id);
+
+	if (cached == NULL)
+		return false;
+	*meta = *cached;
+	if (cfg->max_attempts > 0 && meta->dead_letter_id != 0)
+		meta->max_attempts = cfg->max_attempts;
+	return true;
+}
+
+static int
+run_batch(int64 consumer_id, int tokens, bool careful, BatchResult *result)
+{
+	ConsumerConfig *loaded;
+	ConsumerConfig config;
+	ConsumerConfig *cfg = &config;
 	QueueMeta	meta;
-	const QueueMeta *cached = NULL;
 	Batch		b = {0};
 	OwnerContext ctx;
 	int			n;
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 	{
-		commit_xact();
+		bgworker_commit_xact();
 		return BATCH_GONE;
 	}
+	/* queue.allow_superuser_consumers may have been turned off since the start */
+	if (superuser() && !queue_allow_superuser_consumers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it")));
 	owner_context_enter(&ctx);
-	n = consumer_catalog_load(consumer_id, &cfg);
+	n = consumer_catalog_load(consumer_id, &loaded);
 	owner_context_exit(&ctx);
-	if (n == 0 || (cached = queue_lookup_by_id(cfg->queue_id)) == NULL || cfg->paused)
+	if (n > 0)
+		config = *loaded;
+	if (n == 0 || !consumer_queue(cfg, &meta) || cfg->paused)
 	{
-		commit_xact();
-		return n > 0 && cached != NULL ? BATCH_PAUSED : BATCH_GONE;
+		int			why = n > 0 && queue_lookup_by_id(cfg->queue_id) != NULL ?
+			BATCH_PAUSED : BATCH_GONE;
+
+		bgworker_commit_xact();
+		return why;
 	}
-	meta = *cached;
-	/* the queue's dead-letter queue takes the messages out of attempts */
-	if (cfg->max_attempts > 0 && meta.dead_letter_id != 0)
-		meta.max_attempts = cfg->max_attempts;
 	if (!queue_has_privilege(&meta, QUEUE_PRIV_READ))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -432,11 +473,34 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 
 	worker_set_state(me, WORKER_CLAIMING, 0);
 	pgstat_report_activity(STATE_RUNNING, "claiming a batch");
-	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size));
+	if (careful)
+	{
+		/* the message must outlive the transaction that leases it */
+		if (careful_cxt == NULL)
+			careful_cxt = AllocSetContextCreate(TopMemoryContext, "queue careful batch",
+												ALLOCSET_DEFAULT_SIZES);
+		MemoryContextReset(careful_cxt);
+		MemoryContextSwitchTo(careful_cxt);
+	}
+	n = claim_batch(&b, &meta, cfg, Min(tokens, cfg->batch_size), careful);
+	MemoryContextSwitchTo(TopTransactionContext);
 	if (n == 0)
 	{
-		commit_xact();
+		bgworker_commit_xact();
+		worker_set_state(me, WORKER_WAITING, 0);
 		return 0;
+	}
+	if (careful)
+	{
+		/* commit the lease: the delivery counts before the handler runs */
+		bgworker_commit_xact();
+		bgworker_begin_xact();
+		if (!consumer_queue(cfg, &meta))
+		{
+			bgworker_commit_xact();
+			return BATCH_GONE;
+		}
+		fmgr_info(cfg->handler, &b.handler);
 	}
 
 	worker_set_state(me, WORKER_HANDLING, n);
@@ -444,10 +508,17 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 	run_handler(&b, 0, n);
 
 	worker_set_state(me, WORKER_COMMITTING, n);
-	settle_batch(&b, &meta, cfg);
-	commit_xact();
-
-	consumer_count_batch(slot, n - b.nfailed, b.nfailed, b.batch_error);
+	if (careful)
+		settle_careful(&b, &meta, cfg);
+	else
+		settle_batch(&b, &meta, cfg);
+	result->failed = b.nfailed;
+	if (b.batch_error != NULL)
+		copy_clipped(result->error, b.batch_error, sizeof(result->error));
+	bgworker_commit_xact();
+	/* advisory locks a handler took for the session end with its batch */
+	LockReleaseAll(USER_LOCKMETHOD, true);
+	worker_set_state(me, WORKER_WAITING, 0);
 	SpinLockAcquire(&me->mutex);
 	me->batches++;
 	me->messages += n;
@@ -456,19 +527,124 @@ run_batch(ConsumerSlot *slot, int64 consumer_id, int tokens)
 }
 
 /*
+ * The worker's consumer slot, found again under the registry lock each time
+ * it is used: between two uses the consumer may have been dropped and its
+ * slot given to another.
+ */
+static ConsumerSlot *
+find_my_consumer(void)
+{
+	return registry_find_consumer(me->database, me->catalog, me->consumer_id);
+}
+
+/* A copy of the consumer's slot; false when it is gone or paused. */
+static bool
+copy_my_consumer(ConsumerSlot *copy)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	c = find_my_consumer();
+	if (c != NULL)
+		*copy = *c;
+	registry_unlock();
+	return c != NULL && !copy->paused;
+}
+
+static void
+note_error(const char *error)
+{
+	ConsumerSlot *c;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		consumer_note_error(c, error);
+	registry_unlock();
+}
+
+/* Takes tokens from the consumer's rate limit: see consumer_take_tokens. */
+static int
+take_tokens(int want, int64 *wait_usecs)
+{
+	ConsumerSlot *c;
+	int			granted = 0;
+
+	*wait_usecs = 0;
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+		granted = consumer_take_tokens(c, want, wait_usecs);
+	registry_unlock();
+	return granted;
+}
+
+/*
+ * Counts a batch, gives back the tokens it did not use, and asks the
+ * launcher for another worker when the batch was full.
+ */
+static void
+report_batch(int tokens, int claimed, const BatchResult *r, bool full, bool careful)
+{
+	ConsumerSlot *c;
+	bool		poke = false;
+
+	registry_lock(false);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (claimed < tokens)
+			consumer_return_tokens(c, tokens - claimed);
+		if (claimed > 0)
+			consumer_count_batch(c, claimed - r->failed, r->failed,
+								 r->error[0] ? r->error : NULL);
+		if (careful && claimed > 0 && c->careful > 0)
+			c->careful--;
+		if (full && !c->want_more && registry_count_workers(c) < c->max_concurrency)
+			poke = c->want_more = true;
+	}
+	registry_unlock();
+	if (poke)
+		registry_poke_launcher();
+}
+
+/*
+ * The worker leaves: its consumer is gone (the launcher must not start
+ * another before maintenance catches up), or it was idle, having last
+ * looked at wakeup sequence seen.
+ */
+static void
+report_leaving(int why, uint64 seen)
+{
+	ConsumerSlot *c;
+
+	registry_lock(true);
+	if ((c = find_my_consumer()) != NULL)
+	{
+		if (why == BATCH_GONE)
+			c->in_use = false;
+		else if (why == 0)
+		{
+			c->idle_seq = seen;
+			c->seen_idle = true;
+		}
+	}
+	registry_unlock();
+	if (why < 0)
+		registry_request_maintenance(MyDatabaseId);
+}
+
+/*
  * Runs a batch; an error outside the handler (the handler was dropped, the
  * queue's tables are gone, ...) ends the worker after it is logged and
  * shown in queue.consumers, and the launcher backs off before the next.
  */
 static int
-run_batch_guarded(ConsumerSlot *slot, int tokens)
+run_batch_guarded(int tokens, bool careful, BatchResult *r)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int n = BATCH_FAILED;
 
 	PG_TRY();
 	{
-		n = run_batch(slot, me->consumer_id, tokens);
+		n = run_batch(me->consumer_id, tokens, careful, r);
 	}
 	PG_CATCH();
 	{
@@ -476,7 +652,7 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		consumer_note_error(slot, error_text(edata));
+		note_error(error_text(edata));
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
@@ -489,31 +665,6 @@ run_batch_guarded(ConsumerSlot *slot, int tokens)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-/* The consumer's slot, or NULL when it is gone or paused. */
-static ConsumerSlot *
-my_consumer(void)
-{
-	ConsumerSlot *c;
-
-	registry_lock(false);
-	c = registry_find_consumer(me->database, me->catalog, me->consumer_id);
-	if (c != NULL && c->paused)
-		c = NULL;
-	registry_unlock();
-	return c;
-}
-
-/* Asks the launcher for another worker when a full batch says there is more. */
-static void
-ask_for_help(ConsumerSlot *c)
-{
-	if (!c->want_more && registry_count_workers(c) < c->max_concurrency)
-	{
-		c->want_more = true;
-		registry_poke_launcher();
-	}
-}
-
 static void
 drain(void)
 {
@@ -521,12 +672,12 @@ drain(void)
 
 	for (;;)
 	{
-		ConsumerSlot *c;
+		ConsumerSlot c;
 		int			tokens;
 		int64		wait_usecs;
 		uint64		seen;
 		int			n;
-		SlotKey		key;
+		BatchResult r = {0};
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -534,58 +685,39 @@ drain(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if ((c = my_consumer()) == NULL)
+		if (!copy_my_consumer(&c) || registry_worker_is_surplus(me, &c))
 			return;
-		key = c->queue;
-		tokens = consumer_take_tokens(c, c->batch_size, &wait_usecs);
+		tokens = take_tokens(c.batch_size, &wait_usecs);
 		if (tokens == 0)
 		{
-			worker_set_state(me, WORKER_WAITING, 0);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(wait_usecs / 1000, 1), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			continue;
 		}
 
-		seen = wakeup_sequence_key(&key);
-		n = run_batch_guarded(c, tokens);
+		seen = wakeup_sequence_key(&c.queue);
+		n = run_batch_guarded(tokens, c.careful > 0, &r);
+		report_batch(tokens, Max(n, 0), &r, n >= c.batch_size, c.careful > 0);
 		if (n < 0)
 		{
-			/*
-			 * Tell the launcher at once, so that it starts no worker in the
-			 * moment before maintenance brings the registry up to date.
-			 */
-			registry_lock(true);
-			if (n == BATCH_PAUSED)
-				c->paused = true;
-			else if (n == BATCH_GONE)
-				c->in_use = false;
-			registry_unlock();
-			registry_request_maintenance(MyDatabaseId);
+			report_leaving(n, seen);
 			return;
 		}
-		if (n < tokens)
-			consumer_return_tokens(c, tokens - n);
 		if (n > 0)
 		{
 			last_work = GetCurrentTimestamp();
-			if (n >= c->batch_size)
-				ask_for_help(c);
 			continue;
 		}
 
 		/* nothing there: wait for a commit, or go when idle too long */
-		worker_set_state(me, WORKER_WAITING, 0);
 		pgstat_report_activity(STATE_IDLE, "waiting for messages");
 		if (GetCurrentTimestamp() >= last_work + (int64) queue_worker_idle_timeout * 1000)
 		{
-			registry_lock(true);
-			c->idle_seq = seen;
-			c->seen_idle = true;
-			registry_unlock();
+			report_leaving(0, seen);
 			return;
 		}
-		wakeup_wait_key(&key, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
+		wakeup_wait_key(&c.queue, seen, last_work + (int64) queue_worker_idle_timeout * 1000);
 	}
 }
 
@@ -610,21 +742,23 @@ connect_as_owner(void)
 		return false;
 
 	BackgroundWorkerInitializeConnectionByOid(me->database, owner, 0);
+	me->worked = true;			/* connected: a failure from here on is ours to report */
 	appname = psprintf("queue consumer %s", name);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(appname);
 
-	begin_xact();
+	bgworker_begin_xact();
 	if (superuser() && !queue_allow_superuser_consumers)
 	{
 		consumer_note_error(c, "the consumer's owner is a superuser; set queue.allow_superuser_consumers to run it");
 		ereport(LOG,
 				(errmsg("queue consumer \"%s\" not started: its owner is a superuser", name),
 				 errhint("Set queue.allow_superuser_consumers = on, or subscribe as an ordinary role.")));
-		commit_xact();
+		bgworker_commit_xact();
+		me->failed = true;
 		return false;
 	}
-	commit_xact();
+	bgworker_commit_xact();
 	return true;
 }
 
@@ -646,17 +780,12 @@ queue_worker_main(Datum main_arg)
 
 	if (me->maintenance)
 	{
-		worker_set_state(me, WORKER_MAINTAINING, 0);
-		BackgroundWorkerInitializeConnectionByOid(me->database, InvalidOid, 0);
-		pgstat_report_appname("queue maintenance");
-		maintain_database();
-		me->worked = true;
+		maintenance_worker_run(me);
 		proc_exit(0);
 	}
 
 	if (connect_as_owner())
 	{
-		me->worked = true;
 		worker_set_state(me, WORKER_WAITING, 0);
 		drain();
 	}

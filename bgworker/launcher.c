@@ -138,6 +138,9 @@ consumer_backoff(const WorkerSlot *w)
 	{
 		if (!w->worked)
 			consumer_note_error(c, "a drain worker exited before it could connect as the consumer's owner; see the server log");
+		/* a worker that died in a batch may have been killed by a message */
+		if (w->failed)
+			c->careful = c->batch_size;
 		if (!w->worked || w->failed)
 		{
 			int64		delay = USECS_PER_SEC << Min(c->start_failures, 6);
@@ -162,9 +165,9 @@ reap_workers(void)
 
 		if (handles[i] == NULL)
 		{
-			/* reserved by an earlier launcher and never started */
-			if (w->in_use && w->pid == 0 &&
-				GetCurrentTimestamp() > w->started_at + MAX_BACKOFF_USECS)
+			/* a worker of an earlier launcher: gone, or never started */
+			if (w->in_use && (w->exited || (w->pid == 0 &&
+											GetCurrentTimestamp() > w->started_at + MAX_BACKOFF_USECS)))
 				registry_release_worker(i, w->generation);
 			continue;
 		}
@@ -292,7 +295,18 @@ needs_worker(ConsumerSlot *c, TimestampTz now)
 		return false;
 	running = registry_count_workers(c);
 	if (running == 0)
-		return !c->seen_idle || queue_has_work(&c->queue, c->idle_seq, true);
+	{
+		/*
+		 * Look at the time first, then note the next one: a pass after the
+		 * noted time starts a worker however late it comes.
+		 */
+		bool		due = c->wake_at != 0 && now >= c->wake_at;
+
+		c->wake_at = queue_next_visible(&c->queue);
+		if (c->wake_at == DT_NOEND)
+			c->wake_at = 0;
+		return due || !c->seen_idle || queue_has_work(&c->queue, c->idle_seq, true);
+	}
 	if (running < c->max_concurrency && c->want_more)
 	{
 		c->want_more = false;
@@ -352,6 +366,8 @@ queue_launcher_main(Datum main_arg pg_attribute_unused())
 	generations = MemoryContextAllocZero(TopMemoryContext, sizeof(uint32) * registry_nworkers());
 	registry_set_launcher(true);
 	before_shmem_exit(launcher_exit, (Datum) 0);
+	/* what an earlier launcher had still to do is lost with it */
+	registry_request_maintenance_all();
 	ereport(LOG, (errmsg("queue launcher started")));
 
 	for (;;)

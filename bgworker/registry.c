@@ -12,12 +12,14 @@
  * queue.maintenance_interval for the databases the extension is installed
  * in, which the maintenance workers note here.  Slots also carry what must
  * be shared by all of a consumer's workers: the token bucket of its rate
- * limit and its counters.
+ * limit (ratelimit.c) and its counters.
  *
  * Worker slots: one per possible background worker.  Only the launcher
- * reserves a slot (before it registers the worker, so the cap on drain
- * workers is exact); the worker releases it when it exits, and the launcher
- * also releases the slot of a worker the postmaster reports gone.  A
+ * reserves a slot (before it registers the worker) and frees it (when the
+ * postmaster reports the worker gone), so a slot is taken for as long as
+ * its process may exist and the cap on drain workers is exact.  A worker
+ * marks its slot exited as it goes, which is all a restarted launcher,
+ * without the handles of the workers of the one before, can go by.  A
  * generation number tells a reused slot from the one a worker was given.
  *
  * Locking: one LWLock guards membership of both arrays; the fields a slot's
@@ -26,6 +28,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -50,6 +53,7 @@ typedef struct Registry
 	Oid			requests[MAX_REQUESTS]; /* databases whose consumers changed */
 	int			ndatabases;
 	Oid			databases[MAX_DATABASES];	/* where the extension is installed */
+	TimestampTz started_at;		/* shared memory set up: the server (re)started */
 	Oid			blocked_database;	/* being dropped: start no worker in it */
 	TimestampTz blocked_until;
 	ConsumerSlot *consumers;
@@ -86,6 +90,7 @@ registry_shmem_startup(LWLock *lock)
 		memset(registry, 0, registry_shmem_size());
 		registry->lock = lock;
 		registry->maintain_all = true;
+		registry->started_at = GetCurrentTimestamp();
 	}
 	registry->consumers = (ConsumerSlot *) base;
 	registry->workers = (WorkerSlot *) (base + mul_size(queue_max_consumers, sizeof(ConsumerSlot)));
@@ -96,6 +101,12 @@ registry_shmem_startup(LWLock *lock)
 		for (int i = 0; i < nworker_slots; i++)
 			SpinLockInit(&registry->workers[i].mutex);
 	}
+}
+
+TimestampTz
+registry_started_at(void)
+{
+	return registry->started_at;
 }
 
 bool
@@ -204,6 +215,15 @@ registry_request_maintenance(Oid database)
 	registry_poke_launcher();
 }
 
+/* Asks for maintenance of every database (a launcher that starts afresh). */
+void
+registry_request_maintenance_all(void)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	registry->maintain_all = true;
+	LWLockRelease(registry->lock);
+}
+
 /*
  * The launcher takes the next database to maintain; InvalidOid: none.
  * *all: every database should be.
@@ -275,6 +295,8 @@ registry_replace_database(Oid database, Oid catalog, int n, const ConsumerSlot *
 					c->want_more = false;
 					c->next_start = 0;
 					c->start_failures = 0;
+					/* see careful mode in drain.c */
+					c->careful = fresh[j].careful;
 				}
 			}
 			if (c == NULL)
@@ -330,11 +352,11 @@ registry_databases(Oid *databases, int max)
 }
 
 /*
- * Finds a consumer, in any database, owned by a role; returns false when
- * there is none.
+ * Finds a consumer, in any database but skip_database, owned by a role;
+ * returns false when there is none.
  */
 bool
-registry_consumer_of_owner(Oid role, char *name, Oid *database)
+registry_consumer_of_owner(Oid role, Oid skip_database, char *name, Oid *database)
 {
 	bool		found = false;
 
@@ -343,7 +365,7 @@ registry_consumer_of_owner(Oid role, char *name, Oid *database)
 	{
 		ConsumerSlot *c = &registry->consumers[i];
 
-		if (c->in_use && c->owner == role)
+		if (c->in_use && c->owner == role && c->database != skip_database)
 		{
 			strlcpy(name, c->name, NAMEDATALEN);
 			*database = c->database;
@@ -384,7 +406,10 @@ registry_stop_database(Oid database)
 		WorkerSlot *w = &registry->workers[i];
 
 		if (w->in_use && w->database == database && w->pid != 0)
+		{
+			w->stopping = true;
 			kill(w->pid, SIGTERM);
+		}
 	}
 	LWLockRelease(registry->lock);
 }
@@ -395,7 +420,7 @@ registry_stop_database(Oid database)
  * database when it was dropped.
  */
 void
-registry_stop_database_done(Oid database, bool dropped)
+registry_stop_database_done(Oid database, bool dropped, bool maintain)
 {
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (registry->blocked_database == database)
@@ -406,8 +431,10 @@ registry_stop_database_done(Oid database, bool dropped)
 		registry_forget_database(database);
 		registry_note_database(database, false);
 	}
-	else
+	else if (maintain)
 		registry_request_maintenance(database);
+	else
+		registry_poke_launcher();
 }
 
 bool
@@ -464,6 +491,8 @@ registry_reserve_worker(Oid database, const ConsumerSlot *consumer)
 		w->batches = w->messages = 0;
 		w->worked = false;
 		w->failed = false;
+		w->stopping = false;
+		w->exited = false;
 		found = i;
 	}
 	LWLockRelease(registry->lock);
@@ -486,16 +515,22 @@ registry_release_worker(int index, uint32 generation)
 }
 
 static void
-release_my_worker(int code pg_attribute_unused(), Datum arg)
+mark_my_worker_exited(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	if (my_worker == NULL)
 		return;
-	/* dying in a batch (an error, FATAL in the handler): the launcher backs off */
-	if (my_worker->state != WORKER_WAITING && my_worker->state != WORKER_STARTING &&
-		my_worker->state != WORKER_MAINTAINING)
+	/*
+	 * Dying in a batch (FATAL in the handler, say) is a failure, unless the
+	 * worker was stopped on purpose: the launcher backs off.  Voluntary
+	 * exits leave the state at WORKER_WAITING.
+	 */
+	if ((my_worker->state == WORKER_CLAIMING || my_worker->state == WORKER_HANDLING ||
+		 my_worker->state == WORKER_COMMITTING) && !my_worker->stopping)
 		my_worker->failed = true;
-	registry_release_worker(DatumGetInt32(arg), my_worker->generation);
+	my_worker->pid = 0;
+	my_worker->exited = true;
 	my_worker = NULL;
+	registry_poke_launcher();
 }
 
 /*
@@ -516,8 +551,43 @@ registry_attach_worker(int index, uint32 generation)
 	if (!ok)
 		return NULL;
 	my_worker = w;
-	before_shmem_exit(release_my_worker, Int32GetDatum(index));
+	before_shmem_exit(mark_my_worker_exited, (Datum) 0);
 	return w;
+}
+
+/*
+ * Whether a drain worker is one too many, now that its consumer's
+ * max_concurrency or queue.max_workers was lowered: the workers with the
+ * highest slots go first, so exactly the surplus leaves.
+ */
+bool
+registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer)
+{
+	int			mine_above = 0;
+	int			all_above = 0;
+	int			mine = 0;
+	int			all = 0;
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < nworker_slots; i++)
+	{
+		WorkerSlot *w = &registry->workers[i];
+		bool		same;
+
+		if (!w->in_use || w->maintenance || w->exited)
+			continue;
+		same = w->database == consumer->database && w->consumer_id == consumer->consumer_id;
+		all++;
+		mine += same;
+		if (w > me)
+		{
+			all_above++;
+			mine_above += same;
+		}
+	}
+	LWLockRelease(registry->lock);
+	return (mine > consumer->max_concurrency && mine_above < mine - consumer->max_concurrency) ||
+		(all > queue_max_workers && all_above < all - queue_max_workers);
 }
 
 void
@@ -558,46 +628,14 @@ worker_state_name(WorkerState state)
 
 /* ---- what a consumer's workers share ------------------------------------ */
 
-/*
- * Takes up to "want" tokens from the consumer's bucket.  The bucket holds
- * at most one batch and refills at rate_limit per second, so a consumer
- * never runs more than its rate over any window longer than one batch's
- * worth.  Returns the tokens granted; when none, *wait_usecs says how long
- * until one is there.
- */
-int
-consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	int			granted;
-
-	*wait_usecs = 0;
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit <= 0)
-	{
-		SpinLockRelease(&c->mutex);
-		return want;
-	}
-	c->tokens = Min((double) c->batch_size,
-					c->tokens + c->rate_limit * (double) (now - c->refilled_at) / USECS_PER_SEC);
-	c->refilled_at = now;
-	granted = (int) Min((double) want, c->tokens);
-	if (granted < 1)
-		*wait_usecs = (int64) ((1.0 - c->tokens) * USECS_PER_SEC / c->rate_limit) + 1;
-	else
-		c->tokens -= granted;
-	SpinLockRelease(&c->mutex);
-	return Max(granted, 0);
-}
-
-/* Gives back tokens a claim did not use. */
+/* Copies text into a buffer of size bytes, cut between characters. */
 void
-consumer_return_tokens(ConsumerSlot *c, int unused)
+copy_clipped(char *dst, const char *src, int size)
 {
-	SpinLockAcquire(&c->mutex);
-	if (c->rate_limit > 0)
-		c->tokens = Min((double) c->batch_size, c->tokens + unused);
-	SpinLockRelease(&c->mutex);
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }
 
 /* Counts a committed batch. */
@@ -613,7 +651,7 @@ consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error
 	c->failures += failed;
 	if (error != NULL)
 	{
-		strlcpy(c->last_error, error, sizeof(c->last_error));
+		copy_clipped(c->last_error, error, sizeof(c->last_error));
 		c->last_error_at = GetCurrentTimestamp();
 	}
 	if (c->rate_second[i] != second)
@@ -630,7 +668,7 @@ void
 consumer_note_error(ConsumerSlot *c, const char *error)
 {
 	SpinLockAcquire(&c->mutex);
-	strlcpy(c->last_error, error, sizeof(c->last_error));
+	copy_clipped(c->last_error, error, sizeof(c->last_error));
 	c->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&c->mutex);
 }

@@ -253,15 +253,8 @@ meta_load(const char *sql_where, Oid argtype, Datum arg)
 	if (argtype == TEXTOID)
 	{
 		if (lookup_plan == NULL)
-		{
-			SPIPlanPtr	plan = SPI_prepare("SELECT " META_COLUMNS
-										   " FROM queue_internal.queue WHERE name = $1",
-										   1, &argtype);
-
-			if (plan == NULL || SPI_keepplan(plan) != 0)
-				elog(ERROR, "could not prepare the queue catalog lookup");
-			lookup_plan = plan;
-		}
+			lookup_plan = keep_plan("SELECT " META_COLUMNS
+									" FROM queue_internal.queue WHERE name = $1", 1, &argtype);
 		rc = SPI_execute_plan(lookup_plan, &arg, NULL, false, 1);
 	}
 	else
@@ -384,4 +377,29 @@ queue_open(FunctionCallInfo fcinfo, int argno, const char *argname, int privileg
 	meta = queue_lookup(name, false);
 	queue_require_privilege(meta, privileges);
 	return meta;
+}
+
+/*
+ * Runs a statement on the extension's catalogs (not a hot path: parsed
+ * each time) in the owner context, and fails loudly on anything but
+ * success.
+ */
+void
+run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
+}
+
+/* Prepares a statement once per backend and keeps its plan for good. */
+SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare queue statement: %s", SPI_result_code_string(SPI_result));
+	return plan;
 }

@@ -23,13 +23,24 @@
 
 
 #if PG_VERSION_NUM >= 160000
+#include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "utils/acl.h"
 #define queue_proc_aclcheck(proc, role, mode) \
 	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#define queue_database_aclcheck(db, role, mode) \
+	object_aclcheck(DatabaseRelationId, (db), (role), (mode))
+#define queue_database_ownercheck(db, role) \
+	object_ownercheck(DatabaseRelationId, (db), (role))
+#define queue_extension_ownercheck(ext, role) \
+	object_ownercheck(ExtensionRelationId, (ext), (role))
 #else
 #include "utils/acl.h"
 #define queue_proc_aclcheck(proc, role, mode)	pg_proc_aclcheck((proc), (role), (mode))
+#define queue_database_aclcheck(db, role, mode)	pg_database_aclcheck((db), (role), (mode))
+#define queue_database_ownercheck(db, role)	pg_database_ownercheck((db), (role))
+#define queue_extension_ownercheck(ext, role)	pg_extension_ownercheck((ext), (role))
 #endif
 
 /* ProcessUtility_hook gained readOnlyTree in PostgreSQL 14. */

@@ -1,9 +1,9 @@
 /*
  * consumer.c
  *    Consumers: the SQL API that binds a queue to a handler function
- *    (subscribe, alter_consumer, pause, resume, unsubscribe), the consumer
- *    catalog queue_internal.consumer as the workers read it, and the views
- *    queue.consumers and queue.workers.
+ *    (subscribe, alter_consumer, pause, resume, unsubscribe) and the consumer
+ *    catalog queue_internal.consumer as the workers read it (the views are
+ *    in consumer_views.c).
  *
  * A consumer runs as the role that subscribed it (its owner), so
  * subscribing needs the read privilege on the queue and EXECUTE on the
@@ -44,8 +44,6 @@ PG_FUNCTION_INFO_V1(queue_alter_consumer);
 PG_FUNCTION_INFO_V1(queue_pause);
 PG_FUNCTION_INFO_V1(queue_resume);
 PG_FUNCTION_INFO_V1(queue_unsubscribe);
-PG_FUNCTION_INFO_V1(queue_consumer_stats);
-PG_FUNCTION_INFO_V1(queue_worker_stats);
 
 #define DEFAULT_BATCH_SIZE			10
 #define DEFAULT_MAX_CONCURRENCY		1
@@ -55,10 +53,12 @@ PG_FUNCTION_INFO_V1(queue_worker_stats);
 #define MAX_BATCH_WINDOW			(INT64CONST(5) * USECS_PER_MINUTE)
 #define MAX_CONCURRENCY				1000
 #define MAX_RATE_LIMIT				1000000.0
+/* a failing message retried at once would keep a worker spinning */
+#define MIN_RETRY_BACKOFF			(INT64CONST(10) * 1000)
 
 #define CONSUMER_COLUMNS "id, name, queue_id, handler, owner, batch_size, batch_window," \
 	" max_concurrency, rate_limit, max_attempts, retry_backoff, max_retry_backoff," \
-	" handler_timeout, paused"
+	" handler_timeout, paused, created_at"
 
 static bool maintain_at_commit = false;
 static bool xact_callback_registered = false;
@@ -68,7 +68,9 @@ consumer_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	if (!maintain_at_commit)
 		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	/* at PREPARE too: COMMIT PREPARED runs no callback of ours */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
 		registry_request_maintenance(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
@@ -88,15 +90,6 @@ consumers_changed(int64 queue_id)
 	maintain_at_commit = true;
 	/* idle workers of the queue wake up and re-read their settings */
 	pending_wake(queue_id);
-}
-
-static void
-run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	if (rc < 0)
-		elog(ERROR, "queue consumer statement failed: %s", SPI_result_code_string(rc));
 }
 
 Oid
@@ -139,6 +132,7 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, ConsumerConfig *c)
 	c->max_retry_backoff_usecs = interval_column(tup, desc, 12);
 	c->handler_timeout_usecs = interval_column(tup, desc, 13);
 	c->paused = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+	c->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
 }
 
 /*
@@ -161,15 +155,8 @@ consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 	{
 		/* a drain worker reads its consumer before every batch: keep the plan */
 		if (by_id == NULL)
-		{
-			SPIPlanPtr	plan = SPI_prepare("SELECT " CONSUMER_COLUMNS
-										   " FROM queue_internal.consumer WHERE id = $1",
-										   1, &type);
-
-			if (plan == NULL || SPI_keepplan(plan) != 0)
-				elog(ERROR, "could not prepare the consumer statement");
-			by_id = plan;
-		}
+			by_id = keep_plan("SELECT " CONSUMER_COLUMNS
+							  " FROM queue_internal.consumer WHERE id = $1", 1, &type);
 		if (SPI_execute_plan(by_id, &arg, NULL, false, 1) < 0)
 			elog(ERROR, "queue consumer statement failed");
 	}
@@ -180,7 +167,11 @@ consumer_catalog_load(int64 only_id, ConsumerConfig **configs)
 	return n;
 }
 
-/* The consumer named by an argument, or NULL with missing_ok. */
+/*
+ * The consumer named by an argument, or NULL with missing_ok; its row is
+ * locked, so that concurrent changes of one consumer do not overwrite each
+ * other.
+ */
 static ConsumerConfig *
 consumer_by_name(const char *name, bool missing_ok)
 {
@@ -191,7 +182,7 @@ consumer_by_name(const char *name, bool missing_ok)
 	bool		found;
 
 	owner_context_enter(&ctx);
-	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer WHERE name = $1",
+	run_sql("SELECT " CONSUMER_COLUMNS " FROM queue_internal.consumer WHERE name = $1 FOR UPDATE",
 			1, &type, &arg, NULL);
 	found = SPI_processed > 0;
 	if (found)
@@ -289,6 +280,12 @@ check_owner(Oid role)
 	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 	super = ((Form_pg_authid) GETSTRUCT(tup))->rolsuper;
 	ReleaseSysCache(tup);
+	if (queue_database_aclcheck(MyDatabaseId, role, ACL_CONNECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" cannot own a consumer because it may not connect to this database",
+						GetUserNameFromId(role, false)),
+				 errdetail("Drain workers connect as the consumer's owner; its connection limits apply to them too.")));
 	if (!canlogin)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -367,7 +364,7 @@ settings_args(FunctionCallInfo fcinfo, int first, ConsumerConfig *c)
 		c->max_attempts = max_attempts_arg(fcinfo, first + 4);
 	if (!PG_ARGISNULL(first + 5))
 		c->retry_backoff_usecs = interval_arg_usecs(fcinfo, first + 5, "retry_backoff",
-													0, QUEUE_MAX_DELAY_USECS, -1);
+													MIN_RETRY_BACKOFF, QUEUE_MAX_DELAY_USECS, -1);
 	if (!PG_ARGISNULL(first + 6))
 		c->handler_timeout_usecs = interval_arg_usecs(fcinfo, first + 6, "handler_timeout",
 													  USECS_PER_SEC / 1000,
@@ -538,20 +535,11 @@ queue_alter_consumer(PG_FUNCTION_ARGS)
 	meta = queue_lookup_by_id(c->queue_id);
 	if (!PG_ARGISNULL(10))
 	{
-		Datum	   *names;
-		bool	   *name_nulls;
 		int			n;
+		char	  **names = reset_names_arg(fcinfo, 10, &n);
 
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(10), TEXTOID, -1, false, TYPALIGN_INT,
-						  &names, &name_nulls, &n);
 		for (int i = 0; i < n; i++)
-		{
-			if (name_nulls[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("reset must not contain nulls")));
-			reset_setting(c, TextDatumGetCString(names[i]));
-		}
+			reset_setting(c, names[i]);
 	}
 	settings_args(fcinfo, 2, c);
 	if (!PG_ARGISNULL(1))
@@ -619,170 +607,4 @@ queue_unsubscribe(PG_FUNCTION_ARGS)
 	owner_context_exit(&ctx);
 	consumers_changed(c->queue_id);
 	PG_RETURN_BOOL(true);
-}
-
-/* ---- the views ----------------------------------------------------------- */
-
-/* Visible messages of a queue from the shared counters; -1 if unknown. */
-static int64
-queue_backlog(int64 queue_id)
-{
-	QueueCounters q = counters_read(queue_id);
-
-	if (!q.tracked || !q.messages_known || !q.hidden_known)
-		return -1;
-	return Max(q.messages - q.in_flight - q.delayed, 0);
-}
-
-static const char *
-consumer_state(const ConsumerConfig *c, ConsumerSlot *slot, int workers)
-{
-	if (c->paused)
-		return "paused";
-	if (registry_launcher_pid() == 0)
-		return "stopped";
-	if (slot == NULL)
-		return "starting";
-	if (workers > 0)
-		return "running";
-	if (slot->next_start > GetCurrentTimestamp())
-		return "backoff";
-	return "idle";
-}
-
-/* The rows of queue.consumers: consumers of queues the caller may read. */
-Datum
-queue_consumer_stats(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ConsumerConfig *configs;
-	int			n;
-	Oid			catalog;
-	OwnerContext ctx;
-
-	require_preloaded();
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	owner_context_enter(&ctx);
-	n = consumer_catalog_load(0, &configs);
-	catalog = consumer_catalog_relid();
-	owner_context_exit(&ctx);
-
-	for (int i = 0; i < n; i++)
-	{
-		ConsumerConfig *c = &configs[i];
-		const QueueMeta *meta = queue_lookup_by_id(c->queue_id);
-		ConsumerSlot *slot;
-		ConsumerSlot copy;
-		int			workers = 0;
-		int64		backlog;
-		Datum		values[22];
-		bool		nulls[22] = {0};
-
-		if (meta == NULL || (!queue_has_privilege(meta, QUEUE_PRIV_READ) &&
-							 !has_privs_of_role(GetUserId(), c->owner)))
-			continue;
-		if (!counters_hidden_known(meta->id) || !counters_read(meta->id).messages_known)
-		{
-			owner_context_enter(&ctx);
-			queue_count_once(meta);
-			owner_context_exit(&ctx);
-		}
-		registry_lock(false);
-		slot = registry_find_consumer(MyDatabaseId, catalog, c->id);
-		if (slot != NULL)
-		{
-			workers = registry_count_workers(slot);
-			SpinLockAcquire(&slot->mutex);
-			copy = *slot;
-			SpinLockRelease(&slot->mutex);
-		}
-		registry_unlock();
-
-		values[0] = CStringGetTextDatum(c->name);
-		values[1] = CStringGetTextDatum(meta->name);
-		values[2] = ObjectIdGetDatum(c->handler);
-		values[3] = ObjectIdGetDatum(c->owner);
-		values[4] = CStringGetTextDatum(consumer_state(c, slot ? &copy : NULL, workers));
-		values[5] = Int32GetDatum(c->batch_size);
-		values[6] = usecs_interval(c->batch_window_usecs);
-		values[7] = Int32GetDatum(c->max_concurrency);
-		values[8] = Float8GetDatum(c->rate_limit);
-		nulls[8] = c->rate_limit <= 0;
-		values[9] = Int32GetDatum(c->max_attempts > 0 ? c->max_attempts : meta->max_attempts);
-		nulls[9] = c->max_attempts <= 0 && meta->max_attempts <= 0;
-		values[10] = usecs_interval(c->retry_backoff_usecs);
-		values[11] = usecs_interval(c->max_retry_backoff_usecs);
-		values[12] = usecs_interval(c->handler_timeout_usecs);
-		values[13] = Int32GetDatum(workers);
-		values[14] = Int64GetDatum(slot ? copy.batches : 0);
-		values[15] = Int64GetDatum(slot ? copy.messages : 0);
-		values[16] = Int64GetDatum(slot ? copy.failures : 0);
-		values[17] = CStringGetTextDatum(slot ? copy.last_error : "");
-		nulls[17] = slot == NULL || copy.last_error[0] == '\0';
-		values[18] = TimestampTzGetDatum(slot ? copy.last_error_at : 0);
-		nulls[18] = nulls[17];
-		values[19] = Float8GetDatum(slot ? consumer_observed_rate(slot) : 0);
-		backlog = queue_backlog(c->queue_id);
-		values[20] = Int64GetDatum(backlog);
-		nulls[20] = backlog < 0;
-		values[21] = BoolGetDatum(c->paused);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	PG_RETURN_NULL();
-}
-
-/* The rows of queue.workers: the live drain workers of this database. */
-Datum
-queue_worker_stats(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	require_preloaded();
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	for (int i = 0; i < registry_nworkers(); i++)
-	{
-		WorkerSlot *w = registry_worker(i);
-		WorkerSlot copy;
-		ConsumerSlot *c;
-		char		consumer_name[NAMEDATALEN] = "";
-		int64		queue_id = 0;
-		const QueueMeta *meta;
-		Datum		values[9];
-		bool		nulls[9] = {0};
-
-		registry_lock(false);
-		if (!w->in_use || w->maintenance || w->pid == 0 || w->database != MyDatabaseId)
-		{
-			registry_unlock();
-			continue;
-		}
-		SpinLockAcquire(&w->mutex);
-		copy = *w;
-		SpinLockRelease(&w->mutex);
-		c = registry_find_consumer(copy.database, copy.catalog, copy.consumer_id);
-		if (c != NULL)
-		{
-			strlcpy(consumer_name, c->name, NAMEDATALEN);
-			queue_id = c->queue.queue_id;
-		}
-		registry_unlock();
-
-		meta = queue_id ? queue_lookup_by_id(queue_id) : NULL;
-		if (meta == NULL ? !superuser() : !queue_has_privilege(meta, QUEUE_PRIV_READ))
-			continue;
-		values[0] = Int32GetDatum(copy.pid);
-		values[1] = CStringGetTextDatum(consumer_name);
-		nulls[1] = consumer_name[0] == '\0';
-		values[2] = CStringGetTextDatum(meta ? meta->name : "");
-		nulls[2] = meta == NULL;
-		values[3] = CStringGetTextDatum(worker_state_name(copy.state));
-		values[4] = TimestampTzGetDatum(copy.started_at);
-		values[5] = TimestampTzGetDatum(copy.batch_started_at);
-		nulls[5] = copy.batch_started_at == 0;
-		values[6] = Int32GetDatum(copy.batch_messages);
-		values[7] = Int64GetDatum(copy.batches);
-		values[8] = Int64GetDatum(copy.messages);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	PG_RETURN_NULL();
 }

@@ -67,14 +67,8 @@ run(bool logged, DedupStatement stmt, Datum *args)
 	int			rc;
 
 	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(psprintf(dedup_sql[stmt], logged ? "dedup" : "dedup_unlogged"),
-									dedup_nargs[stmt], (Oid *) dedup_types[stmt]);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "could not prepare dedup statement %d", (int) stmt);
-		*plan = p;
-	}
+		*plan = keep_plan(psprintf(dedup_sql[stmt], logged ? "dedup" : "dedup_unlogged"),
+						  dedup_nargs[stmt], (Oid *) dedup_types[stmt]);
 	rc = SPI_execute_plan(*plan, args, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "dedup statement failed: %s", SPI_result_code_string(rc));

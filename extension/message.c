@@ -649,6 +649,58 @@ delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsi
 	return deleted;
 }
 
+/*
+ * A drain worker's careful claim: leases up to max_messages like read, so
+ * that the delivery is counted when the claiming transaction commits,
+ * before the handler runs.  The caller is in the owner context.
+ */
+int
+claim_leased(const QueueMeta *meta, int max_messages, int64 visibility_usecs,
+			 Tuplestorestate *store, TupleDesc desc)
+{
+	return claim_into(meta, max_messages, visibility_usecs, CLAIM_LEASE, NULL, 0, store, desc);
+}
+
+/*
+ * Settles a message a drain worker leased: deletes it as handled (failed
+ * NULL), or gives it back failed, or dead-letters it.  Returns false when
+ * the lease was lost.
+ */
+bool
+settle_leased(const QueueMeta *meta, int64 id, int64 receipt, const FailedMessage *failed)
+{
+	Datum		args[4];
+	TimestampTz old_visible_at;
+	OwnerContext ctx;
+
+	args[0] = Int64GetDatum(id);
+	args[1] = Int64GetDatum(receipt);
+	if (failed == NULL)
+	{
+		if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
+			return false;
+		pending_removed(meta->id, 1, true);
+		pending_hidden(meta->id, old_visible_at, -1, 0);
+		return true;
+	}
+	args[2] = TimestampTzGetDatum(failed->visible_at);
+	args[3] = CStringGetTextDatum(failed->error);
+	if (!leased_statement(meta, STMT_NACK, args, NULL, &old_visible_at))
+		return false;
+	pending_hidden(meta->id, old_visible_at, -1, 0);
+	if (failed->dead)
+	{
+		owner_context_enter(&ctx);
+		dead_letter_ids(meta, storage_id_array(&id, 1));
+		owner_context_exit(&ctx);
+	}
+	else if (failed->visible_at > GetCurrentTimestamp())
+		pending_hidden(meta->id, failed->visible_at, 0, 1);
+	else
+		pending_wake(meta->id);
+	return true;
+}
+
 /* queue.ack(queue_name, id, receipt) returns boolean */
 Datum
 queue_ack(PG_FUNCTION_ARGS)

@@ -16,6 +16,8 @@
 
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -119,25 +121,43 @@ define_settings(void)
 	queue_reserve_guc_prefix("queue");
 }
 
-/* The database a command needs without other sessions, or InvalidOid. */
+/*
+ * The database a command needs without other sessions, or InvalidOid.
+ * Only for a caller who owns what the command changes (else the command
+ * fails its own check, and nobody may stop workers that way).
+ */
 static Oid
 database_to_quiet(Node *stmt)
 {
 	const char *name = NULL;
 	ListCell   *lc;
+	Oid			db;
 
 	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
 	{
 		foreach(lc, ((DropStmt *) stmt)->objects)
 		{
-			if (strcmp(strVal(lfirst(lc)), "queue") == 0)
+			Oid			ext;
+
+			if (strcmp(strVal(lfirst(lc)), "queue") == 0 &&
+				OidIsValid(ext = get_extension_oid("queue", true)) &&
+				queue_extension_ownercheck(ext, GetUserId()))
 				return MyDatabaseId;
 		}
+		return InvalidOid;
 	}
-	else if (IsA(stmt, DropdbStmt))
+	if (IsA(stmt, DropdbStmt))
 		name = ((DropdbStmt *) stmt)->dbname;
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
 		name = ((RenameStmt *) stmt)->subname;
+	else if (IsA(stmt, AlterDatabaseStmt))
+	{
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+		{
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				name = ((AlterDatabaseStmt *) stmt)->dbname;
+		}
+	}
 	else if (IsA(stmt, CreatedbStmt))
 	{
 		foreach(lc, ((CreatedbStmt *) stmt)->options)
@@ -148,7 +168,10 @@ database_to_quiet(Node *stmt)
 				name = defGetString(opt);
 		}
 	}
-	return name ? get_database_oid(name, true) : InvalidOid;
+	if (name == NULL || !OidIsValid(db = get_database_oid(name, true)) ||
+		!queue_database_ownercheck(db, GetUserId()))
+		return InvalidOid;
+	return db;
 }
 
 /* DROP ROLE of a consumer's owner would leave the consumer unable to run. */
@@ -171,7 +194,10 @@ refuse_dropping_owners(DropRoleStmt *stmt)
 		/* this database's catalog, then what the registry knows of the others */
 		if ((here = consumer_owned_by(roleid)) != NULL)
 			strlcpy(consumer, here, NAMEDATALEN);
-		if (here != NULL || registry_consumer_of_owner(roleid, consumer, &database))
+		/* (the registry may not have caught up with this database yet) */
+		if (here != NULL ||
+			registry_consumer_of_owner(roleid, OidIsValid(get_namespace_oid("queue_internal", true)) ?
+									   MyDatabaseId : InvalidOid, consumer, &database))
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 					 errmsg("role \"%s\" cannot be dropped because it owns consumer \"%s\"",
@@ -202,12 +228,14 @@ queue_utility(QUEUE_UTILITY_ARGS)
 	PG_CATCH();
 	{
 		if (OidIsValid(db))
-			registry_stop_database_done(db, false);
+			registry_stop_database_done(db, false, IsA(pstmt->utilityStmt, DropStmt));
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	/* after DROP EXTENSION, maintenance brings the registry up to date */
 	if (OidIsValid(db))
-		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt));
+		registry_stop_database_done(db, IsA(pstmt->utilityStmt, DropdbStmt),
+									IsA(pstmt->utilityStmt, DropStmt));
 }
 
 void

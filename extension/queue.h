@@ -42,6 +42,7 @@ extern int32 batch_size_arg(FunctionCallInfo fcinfo, int argno, const char *argn
 extern int64 required_int8_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void check_payload_size(Datum payload, Datum headers, bool headers_null);
 extern int32 max_attempts_arg(FunctionCallInfo fcinfo, int argno);
+extern char **reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n);
 
 #define QUEUE_MAX_BATCH				10000
 #define QUEUE_MAX_VISIBILITY_USECS	(INT64CONST(12) * USECS_PER_HOUR)
@@ -154,6 +155,8 @@ extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const cha
 extern void owner_context_enter(OwnerContext *ctx);
 extern void owner_context_exit(OwnerContext *ctx);
 extern void catalog_changed(void);
+extern void run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls);
+extern SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern Oid	catalog_relid(void);
 
 /* storage.c: per-queue tables and the cached statements that touch them */
@@ -284,6 +287,10 @@ extern int	claim_messages(const QueueMeta *meta, int max_messages, const int64 *
 						   int nheld, Tuplestorestate *store, TupleDesc desc);
 extern void settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 							const FailedMessage *failed, int nfailed);
+extern int	claim_leased(const QueueMeta *meta, int max_messages, int64 visibility_usecs,
+						 Tuplestorestate *store, TupleDesc desc);
+extern bool settle_leased(const QueueMeta *meta, int64 id, int64 receipt,
+						  const FailedMessage *failed);
 
 /* consumer.c: the consumer catalog as the SQL API and the workers see it */
 #define CONSUMER_RATE_WINDOW	11	/* seconds of history behind observed_rate */
@@ -304,6 +311,7 @@ typedef struct ConsumerConfig
 	int64		max_retry_backoff_usecs;
 	int64		handler_timeout_usecs;
 	bool		paused;
+	TimestampTz created_at;
 } ConsumerConfig;
 
 extern int	consumer_catalog_load(int64 only_id, ConsumerConfig **configs);
@@ -347,8 +355,10 @@ typedef struct ConsumerSlot
 	uint64		idle_seq;		/* queue's wakeup sequence when a worker went idle */
 	bool		seen_idle;
 	bool		want_more;		/* a worker found a full batch: add one */
+	TimestampTz wake_at;		/* a hidden message is visible again then */
 	TimestampTz next_start;		/* start no worker before (backoff) */
 	int			start_failures;
+	int32		careful;		/* messages left to run one by one, counted first */
 	/* shared by the consumer's workers, under mutex */
 	slock_t		mutex;
 	double		rate_limit;
@@ -376,6 +386,8 @@ typedef struct WorkerSlot
 	TimestampTz started_at;
 	bool		worked;			/* connected: not a failed start */
 	bool		failed;			/* ended by an error: back off */
+	bool		stopping;		/* stopped on purpose: not a failure */
+	bool		exited;			/* gone or going: only the launcher frees the slot */
 	slock_t		mutex;			/* guards the fields below */
 	WorkerState state;
 	TimestampTz batch_started_at;
@@ -387,6 +399,7 @@ typedef struct WorkerSlot
 extern Size registry_shmem_size(void);
 extern void registry_shmem_startup(LWLock *lock);
 extern bool registry_ready(void);
+extern TimestampTz registry_started_at(void);
 extern int	registry_nconsumers(void);
 extern int	registry_nworkers(void);
 extern ConsumerSlot *registry_consumer(int index);
@@ -398,36 +411,44 @@ extern void registry_set_launcher(bool running);
 extern pid_t registry_launcher_pid(void);
 extern void registry_poke_launcher(void);
 extern void registry_request_maintenance(Oid database);
+extern void registry_request_maintenance_all(void);
 extern Oid	registry_next_maintenance(bool *all);
 extern int	registry_replace_database(Oid database, Oid catalog, int n,
 									  const ConsumerSlot *fresh);
 extern void registry_forget_database(Oid database);
-extern bool registry_consumer_of_owner(Oid role, char *name, Oid *database);
+extern bool registry_consumer_of_owner(Oid role, Oid skip_database, char *name,
+									   Oid *database);
 extern void registry_note_database(Oid database, bool installed);
 extern int	registry_databases(Oid *databases, int max);
 extern void registry_stop_database(Oid database);
-extern void registry_stop_database_done(Oid database, bool dropped);
+extern void registry_stop_database_done(Oid database, bool dropped, bool maintain);
 extern bool registry_database_blocked(Oid database);
 extern int	registry_count_workers(const ConsumerSlot *consumer);
 extern int	registry_reserve_worker(Oid database, const ConsumerSlot *consumer);
 extern void registry_release_worker(int index, uint32 generation);
 extern WorkerSlot *registry_attach_worker(int index, uint32 generation);
+extern bool registry_worker_is_surplus(const WorkerSlot *me, const ConsumerSlot *consumer);
 extern void worker_set_state(WorkerSlot *w, WorkerState state, int batch_messages);
 extern const char *worker_state_name(WorkerState state);
 extern int	consumer_take_tokens(ConsumerSlot *c, int want, int64 *wait_usecs);
 extern void consumer_return_tokens(ConsumerSlot *c, int unused);
 extern void consumer_count_batch(ConsumerSlot *c, int handled, int failed, const char *error);
 extern void consumer_note_error(ConsumerSlot *c, const char *error);
+extern void copy_clipped(char *dst, const char *src, int size);
 extern double consumer_observed_rate(ConsumerSlot *c);
 
-/* launcher.c and drain.c: the background workers */
+/* launcher.c, drain.c and maintenance.c: the background workers */
 extern void launcher_register(void);
+extern void bgworker_begin_xact(void);
+extern void bgworker_commit_xact(void);
+extern void maintenance_worker_run(WorkerSlot *me);
 
 /* shmem.c, for the launcher and the workers: a queue's slot by key */
 extern SlotKey queue_slot_key(int64 queue_id);
 extern uint64 wakeup_sequence_key(const SlotKey *key);
 extern void wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline);
 extern bool queue_has_work(const SlotKey *key, uint64 since_seq, bool poke_launcher);
+extern TimestampTz queue_next_visible(const SlotKey *key);
 
 
 #endif							/* QUEUE_H */

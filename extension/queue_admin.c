@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -44,15 +45,6 @@ typedef struct QueueSettings
 	int64		retention_usecs;	/* -1: none */
 	int64		dedup_window_usecs;
 } QueueSettings;
-
-static void
-run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	if (rc < 0)
-		elog(ERROR, "queue catalog statement failed: %s", SPI_result_code_string(rc));
-}
 
 /* The dead-letter queue named by an argument: it must exist and take sends from the caller. */
 static const QueueMeta *
@@ -188,23 +180,38 @@ reset_setting(QueueSettings *s, const char *setting)
 				 errhint("Settings that can be reset are visibility_timeout, max_attempts, dead_letter_queue, retention and dedup_window.")));
 }
 
+/*
+ * Refuses (2BP01) when the query, given the queue's id, finds the name of
+ * something that depends on the queue; message has a %s for the queue's
+ * name, then one for that name.  The caller is in the owner context.
+ */
+static void
+refuse_if_depended_on(const QueueMeta *meta, const char *query, const char *message,
+					  const char *hint)
+{
+	Oid			type = INT8OID;
+	Datum		id = Int64GetDatum(meta->id);
+
+	run_sql(query, 1, &type, &id, NULL);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg(message, meta->name,
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errhint("%s", hint)));
+}
+
 /* A consumer with its own max_attempts needs the queue's dead-letter queue. */
 static void
 refuse_if_consumer_dead_letters(const QueueMeta *meta)
 {
-	Oid			type = INT8OID;
-	Datum		id = Int64GetDatum(meta->id);
 	OwnerContext ctx;
 
 	owner_context_enter(&ctx);
-	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1"
-			" AND max_attempts IS NOT NULL ORDER BY name LIMIT 1", 1, &type, &id, NULL);
-	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("cannot remove the dead-letter queue of queue \"%s\" because consumer \"%s\" has max_attempts",
-						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-				 errhint("Reset the consumer's max_attempts with queue.alter_consumer() first.")));
+	refuse_if_depended_on(meta, "SELECT name FROM queue_internal.consumer WHERE queue_id = $1"
+						  " AND max_attempts IS NOT NULL ORDER BY name LIMIT 1",
+						  "cannot remove the dead-letter queue of queue \"%s\" because consumer \"%s\" has max_attempts",
+						  "Reset the consumer's max_attempts with queue.alter_consumer() first.");
 	owner_context_exit(&ctx);
 }
 
@@ -233,20 +240,11 @@ queue_alter(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(6))
 	{
-		Datum	   *elems;
-		bool	   *elem_nulls;
 		int			n;
+		char	  **names = reset_names_arg(fcinfo, 6, &n);
 
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(6), TEXTOID, -1, false, TYPALIGN_INT,
-						  &elems, &elem_nulls, &n);
 		for (int i = 0; i < n; i++)
-		{
-			if (elem_nulls[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("reset must not contain nulls")));
-			reset_setting(&s, TextDatumGetCString(elems[i]));
-		}
+			reset_setting(&s, names[i]);
 	}
 	if (!PG_ARGISNULL(1))
 		s.visibility_usecs = interval_arg_usecs(fcinfo, 1, "visibility_timeout", 0,
@@ -295,34 +293,20 @@ queue_alter(PG_FUNCTION_ARGS)
 static void
 refuse_if_dead_letter_target(const QueueMeta *meta)
 {
-	Oid			type = INT8OID;
-	Datum		id = Int64GetDatum(meta->id);
-
-	run_sql("SELECT name FROM queue_internal.queue WHERE dead_letter_queue = $1 ORDER BY name LIMIT 1",
-			1, &type, &id, NULL);
-	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("cannot drop queue \"%s\" because queue \"%s\" uses it as its dead-letter queue",
-						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-				 errhint("Change that queue's dead_letter_queue with queue.alter() first.")));
+	refuse_if_depended_on(meta, "SELECT name FROM queue_internal.queue"
+						  " WHERE dead_letter_queue = $1 ORDER BY name LIMIT 1",
+						  "cannot drop queue \"%s\" because queue \"%s\" uses it as its dead-letter queue",
+						  "Change that queue's dead_letter_queue with queue.alter() first.");
 }
 
 /* A queue a consumer drains stays until the consumer is gone. */
 static void
 refuse_if_consumed(const QueueMeta *meta)
 {
-	Oid			type = INT8OID;
-	Datum		id = Int64GetDatum(meta->id);
-
-	run_sql("SELECT name FROM queue_internal.consumer WHERE queue_id = $1 ORDER BY name LIMIT 1",
-			1, &type, &id, NULL);
-	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("cannot drop queue \"%s\" because consumer \"%s\" drains it",
-						meta->name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-				 errhint("Drop the consumer with queue.unsubscribe() first.")));
+	refuse_if_depended_on(meta, "SELECT name FROM queue_internal.consumer"
+						  " WHERE queue_id = $1 ORDER BY name LIMIT 1",
+						  "cannot drop queue \"%s\" because consumer \"%s\" drains it",
+						  "Drop the consumer with queue.unsubscribe() first.");
 }
 
 /* queue.drop(queue_name, if_exists) returns boolean */
@@ -586,7 +570,8 @@ queue_count_once(const QueueMeta *meta)
 	int32	   *in_flight;
 	int32	   *delayed;
 
-	if (IsolationUsesXactSnapshot() || pending_touches(meta->id))
+	/* a standby cannot take the lock, and replay does not move the counters */
+	if (IsolationUsesXactSnapshot() || pending_touches(meta->id) || RecoveryInProgress())
 		return;
 	relid = storage_relid(meta->id);
 	if (!OidIsValid(relid) || !lock_segments(meta->id, true))

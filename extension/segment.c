@@ -762,7 +762,7 @@ segment_at_subxact_end(bool commit, int level)
 
 /* Runs one maintenance statement (SQL built from ids only). */
 static void
-run_sql(const char *sql)
+seg_sql(const char *sql)
 {
 	int			rc = SPI_execute(sql, false, 0);
 
@@ -777,7 +777,7 @@ single_int8(const char *sql)
 	bool		isnull;
 	Datum		d;
 
-	run_sql(sql);
+	seg_sql(sql);
 	if (SPI_processed != 1)
 		elog(ERROR, "queue segment statement returned " UINT64_FORMAT " rows", SPI_processed);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -792,7 +792,7 @@ single_int8(const char *sql)
 static void
 ring_update(int64 queue_id, const char *column, int64 from)
 {
-	run_sql(psprintf("UPDATE queue_internal.segment_ring SET %s = %lld WHERE queue_id = %lld AND %s = %lld",
+	seg_sql(psprintf("UPDATE queue_internal.segment_ring SET %s = %lld WHERE queue_id = %lld AND %s = %lld",
 					 column, (long long) from + 1, (long long) queue_id, column, (long long) from));
 	if (SPI_processed != 1)
 		elog(ERROR, "segment ring of queue %lld moved under its maintenance", (long long) queue_id);
@@ -915,7 +915,7 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 		return false;
 
 	/* a new snapshot, after the lock: it sees every transaction that used the table */
-	run_sql(psprintf("WITH moved AS (INSERT INTO queue_internal.s%1$lld_%3$d"
+	seg_sql(psprintf("WITH moved AS (INSERT INTO queue_internal.s%1$lld_%3$d"
 					 " (id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
 					 "  last_error, headers, payload)"
 					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
@@ -926,7 +926,7 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (moved > 0 && !isnull)
 		segment_note(queue_id, next, DatumGetInt64(d), DT_NOBEGIN);
-	run_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
+	seg_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
 	ring_update(queue_id, "tail", tail);
 	change_record(queue_id, SEG_RECYCLED, tail + 1, 0);
 	return true;
@@ -1088,7 +1088,7 @@ storage_maintain_all(void)
 	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
 		return;
 	owner_context_enter(&ctx);
-	run_sql("SELECT id FROM queue_internal.queue ORDER BY id");
+	seg_sql("SELECT id FROM queue_internal.queue ORDER BY id");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;

@@ -627,27 +627,34 @@ wakeup_wait_key(const SlotKey *key, uint64 seen, TimestampTz deadline)
 }
 
 /*
- * For the launcher: whether a queue may have work for a consumer whose
- * last worker went idle at wakeup sequence since_seq: a commit added work
- * since, or a hidden message is due to become visible.  With poke set, the
- * next commit that adds work sets the launcher's latch; the flag is set
- * before the look, so a commit cannot slip between the two unnoticed.
+ * For the launcher: whether a commit has added work to a queue since a
+ * consumer's last worker went idle at wakeup sequence since_seq.  With poke
+ * set, the next commit that adds work sets the launcher's latch; the flag
+ * is set before the look, so a commit cannot slip between the two
+ * unnoticed.
  */
 bool
 queue_has_work(const SlotKey *key, uint64 since_seq, bool poke)
 {
 	QueueSlot  *slot = slot_find(key, false);
-	int64		next;
 
 	if (slot == NULL)
 		return since_seq != 0;	/* the slot went away: have a look */
 	if (poke)
 		pg_atomic_write_u32(&slot->poke_launcher, 1);
 	pg_memory_barrier();
-	if (pg_atomic_read_u64(&slot->wake_seq) != since_seq)
-		return true;
-	next = hidden_next_second(key);
-	return next >= 0 && next * USECS_PER_SEC <= GetCurrentTimestamp();
+	return pg_atomic_read_u64(&slot->wake_seq) != since_seq;
+}
+
+/*
+ * For the launcher: when the queue's next hidden (delayed, leased) message
+ * is visible again; DT_NOEND when there is none, a second from now when
+ * the counts are not known.
+ */
+TimestampTz
+queue_next_visible(const SlotKey *key)
+{
+	return next_visible_time(slot_find(key, false), GetCurrentTimestamp());
 }
 
 /* Whether the queue's hidden counts are known (without reading them). */

@@ -11,7 +11,9 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "catalog/pg_type.h"
 #include "common/int.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -178,4 +180,29 @@ max_attempts_arg(FunctionCallInfo fcinfo, int argno)
 				 errmsg("max_attempts must be between 1 and %d", QUEUE_MAX_ATTEMPTS_LIMIT),
 				 errdetail("The value given was %d.", n)));
 	return n;
+}
+
+/*
+ * The names of a reset text[] argument, as C strings; *n gets how many.
+ * NULL elements are refused with 22023.
+ */
+char	  **
+reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n)
+{
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	char	  **names;
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &elem_nulls, n);
+	names = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("reset must not contain nulls")));
+		names[i] = TextDatumGetCString(elems[i]);
+	}
+	return names;
 }
