@@ -41,7 +41,8 @@ static MemoryContext meta_context = NULL;
 static uint64 inval_count = 0;	/* bumped by every catalog invalidation */
 static Oid	cached_catalog_relid = InvalidOid;
 static Oid	cached_owner = InvalidOid;
-static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr lookup_plan = NULL;	/* by name */
+static SPIPlanPtr lookup_by_id_plan = NULL;
 
 #define META_COLUMNS "id, name, logged, visibility_timeout, max_attempts, " \
 	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window"
@@ -240,7 +241,7 @@ meta_copy(const QueueMeta *cached)
  * (SELECT queue.create('dlq'), queue.create('q', dead_letter_queue => 'dlq')).
  */
 static QueueMeta *
-meta_load(const char *sql_where, Oid argtype, Datum arg)
+meta_load(Oid argtype, Datum arg)
 {
 	OwnerContext ctx;
 	uint64		inval_before = inval_count;
@@ -258,9 +259,12 @@ meta_load(const char *sql_where, Oid argtype, Datum arg)
 		rc = SPI_execute_plan(lookup_plan, &arg, NULL, false, 1);
 	}
 	else
-		rc = SPI_execute_with_args(psprintf("SELECT " META_COLUMNS
-											" FROM queue_internal.queue WHERE %s", sql_where),
-								   1, &argtype, &arg, NULL, false, 1);
+	{
+		if (lookup_by_id_plan == NULL)
+			lookup_by_id_plan = keep_plan("SELECT " META_COLUMNS
+										  " FROM queue_internal.queue WHERE id = $1", 1, &argtype);
+		rc = SPI_execute_plan(lookup_by_id_plan, &arg, NULL, false, 1);
+	}
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "queue catalog lookup failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -295,7 +299,7 @@ queue_lookup(const char *name, bool missing_ok)
 	if (cached != NULL)
 		meta = meta_copy(cached);
 	else
-		meta = meta_load(NULL, TEXTOID, CStringGetTextDatum(name));
+		meta = meta_load(TEXTOID, CStringGetTextDatum(name));
 	if (meta == NULL && !missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -304,11 +308,31 @@ queue_lookup(const char *name, bool missing_ok)
 	return meta;
 }
 
-/* A queue's settings by id, or NULL. */
+/*
+ * A queue's settings by id, or NULL.  The cache is keyed by name, but holds
+ * few queues: a drain worker finds its queue there before every batch.
+ */
 const QueueMeta *
 queue_lookup_by_id(int64 id)
 {
-	return meta_load("id = $1", INT8OID, Int64GetDatum(id));
+	HASH_SEQ_STATUS status;
+	QueueMeta  *cached;
+
+	ensure_cache();
+	(void) catalog_relid();
+	if (meta_cache != NULL)
+	{
+		hash_seq_init(&status, meta_cache);
+		while ((cached = hash_seq_search(&status)) != NULL)
+		{
+			if (cached->id == id)
+			{
+				hash_seq_term(&status);
+				return meta_copy(cached);
+			}
+		}
+	}
+	return meta_load(INT8OID, Int64GetDatum(id));
 }
 
 static bool
