@@ -16,8 +16,10 @@
 # owns queues and consumers of its own, whose workers really run).
 #
 # Each round, and at the end:
-# - no backend crashed: pg_postmaster_start_time() is unchanged and the
-#   server log has no "terminated by signal", PANIC or TRAP;
+# - no backend crashed: the server log has no "terminated by signal",
+#   PANIC or TRAP (a crash restart keeps pg_postmaster_start_time(), so
+#   the log is what shows it; the clients also lose their connections),
+#   and pg_postmaster_start_time() is unchanged (no full restart);
 # - no unexpected object appeared: the counts of pg_proc and pg_namespace
 #   rows, and of pg_class and pg_type rows outside queue_internal and
 #   pg_toast, are those after setup; inside them they grow by exactly what
