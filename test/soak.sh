@@ -16,7 +16,7 @@
 #               one statement or a client transaction, archive, reads that
 #               abandon their lease (redelivered after 1 s); poison
 #               messages are nacked and dead-lettered after 3 deliveries
-#   slow        2 clients on soak_ext: acks that come 0-2 s late, after
+#   slow        SOAK_SLOW clients on soak_ext: acks that come 0-2 s late, after
 #               their 1 s lease may have been taken over, and acks after a
 #               lease extended with set_visibility (must succeed)
 #   drain       the consumer soak_drainer on soak_drain (2 workers, batches
@@ -33,7 +33,7 @@
 #
 # Settings (environment): SOAK_SECONDS (600), SOAK_RATE (100 producer
 # transactions/s, about 540 messages/s), SOAK_PRODUCERS (2),
-# SOAK_CONSUMERS (3), SOAK_SETTLE (120).
+# SOAK_CONSUMERS (3), SOAK_SLOW (2), SOAK_SETTLE (120).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)/soak
@@ -41,6 +41,7 @@ secs=${SOAK_SECONDS:-600}
 rate=${SOAK_RATE:-100}
 producers=${SOAK_PRODUCERS:-2}
 consumers=${SOAK_CONSUMERS:-3}
+slow=${SOAK_SLOW:-2}
 settle=${SOAK_SETTLE:-120}
 db=soak
 log=$(mktemp -d /tmp/queue-soak.XXXXXX)
@@ -48,7 +49,7 @@ trap 'rm -rf "$log"' EXIT
 
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 
-echo "== soak: ${secs} s, ${producers} producers at ${rate} tx/s, ${consumers}+2 external consumers, 2 drain workers"
+echo "== soak: ${secs} s, ${producers} producers at ${rate} tx/s, ${consumers}+${slow} external consumers, 2 drain workers"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 sql -f "$here/setup.sql" >/dev/null
 pm_start=$(sql -c "SELECT pg_postmaster_start_time()")
@@ -66,7 +67,7 @@ pgb producers -c "$producers" -j 1 -R "$rate" \
 pgb consumers -c "$consumers" -j 1 \
   -f "$here/consume_ack.sql@6" -f "$here/consume_ack_tx.sql@3" \
   -f "$here/consume_archive.sql@1" -f "$here/consume_abandon.sql@1" & pids+=($!)
-pgb slow -c 2 -j 1 -f "$here/consume_late.sql@1" -f "$here/consume_extend.sql@1" & pids+=($!)
+pgb slow -c "$slow" -j 1 -f "$here/consume_late.sql@1" -f "$here/consume_extend.sql@1" & pids+=($!)
 
 failed=0
 names=(producers consumers slow)
@@ -112,13 +113,17 @@ echo "duplicated:     ${r[duplicated]}"
 echo "misplaced:      ${r[misplaced]} (in two places)"
 echo "phantom:        ${r[phantom]} (never sent)"
 echo "counter_off:    ${r[counter_off]} (queues whose messages counter differs from their rows)"
+echo "anomaly:        ${r[anomaly]} (acks that failed after a successful set_visibility)"
+if [ "${r[anomaly]}" != 0 ]; then
+  sql -c "SELECT * FROM soak.anomaly ORDER BY seen_at LIMIT 5"
+fi
 for n in "${names[@]}"; do
   printf 'pgbench %-10s %s transactions, %s\n' "$n" \
     "$(sed -n 's/^number of transactions actually processed: //p' "$log/$n.out")" \
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1 tps/p' "$log/$n.out")"
 done
 
-for k in lost duplicated misplaced phantom counter_off; do
+for k in lost duplicated misplaced phantom counter_off anomaly; do
   if [ "${r[$k]}" != 0 ]; then echo "FAILED: $k = ${r[$k]}"; failed=1; fi
 done
 if [ "$(sql -c "SELECT pg_postmaster_start_time()")" != "$pm_start" ]; then

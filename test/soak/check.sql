@@ -10,6 +10,7 @@
 --               write commits with its ack or the drain's deletion)
 --   misplaced   ids found in more than one place: must be 0
 --   phantom     ids found somewhere but never sent (a rolled-back send): 0
+--   anomaly     an ack that failed after its lease was extended: 0
 --   counter_off queues whose messages counter (queue.queues, shared memory)
 --               differs from the rows they hold: 0
 CREATE TEMP TABLE place AS
@@ -36,6 +37,7 @@ SELECT name, value FROM (VALUES
   (12, 'phantom', (SELECT count(DISTINCT id) FROM place p WHERE NOT EXISTS (SELECT FROM soak.sent s WHERE s.id = p.id))),
   (13, 'counter_off', (SELECT count(*) FROM queue.queues q
                         WHERE q.messages IS DISTINCT FROM (SELECT count(*) FROM soak.queue_ids(q.queue_name)))),
+  (15, 'anomaly', (SELECT count(*) FROM soak.anomaly)),
   (14, 'processed_by_load_end', (SELECT count(DISTINCT id) FROM soak.processed
                                   WHERE processed_at <= :'load_end'::timestamptz))
 ) AS v(n, name, value) ORDER BY n;

@@ -30,6 +30,16 @@ CREATE TABLE soak.processed (
 );
 CREATE INDEX ON soak.processed (q, id);
 
+-- What should not happen and did, with the evidence (test/soak/consume_extend.sql).
+CREATE TABLE soak.anomaly (
+    id           bigint,
+    receipt      bigint,
+    what         text,
+    extended_at  timestamptz,
+    seen_at      timestamptz DEFAULT clock_timestamp(),
+    now_row      jsonb
+);
+
 SELECT queue.create('soak_dlq');
 SELECT queue.create('soak_ext', visibility_timeout => '5 seconds',
                     max_attempts => 3, dead_letter_queue => 'soak_dlq');
@@ -64,6 +74,22 @@ LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY EXECUTE format('SELECT id FROM queue_internal.%I',
         'q' || (SELECT id FROM queue.queues WHERE queues.queue_name = $1));
+END $$;
+
+-- Where a message is now, for the record of an anomaly: its row in the
+-- queue (or its dead-letter queue), its ledger rows.
+CREATE FUNCTION soak.queue_row(queue_name text, msg bigint) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb;
+    d jsonb;
+BEGIN
+    EXECUTE format('SELECT to_jsonb(m) - ''payload'' FROM queue_internal.%I m WHERE id = $1',
+        'q' || (SELECT id FROM queue.queues WHERE queues.queue_name = $1)) INTO r USING msg;
+    EXECUTE format('SELECT to_jsonb(m) - ''payload'' FROM queue_internal.%I m WHERE id = $1',
+        'q' || (SELECT id FROM queue.queues WHERE queues.queue_name = 'soak_dlq')) INTO d USING msg;
+    RETURN jsonb_build_object('queue', r, 'dead_letter', d,
+        'ledger', (SELECT jsonb_agg(to_jsonb(p)) FROM soak.processed p WHERE p.id = msg));
 END $$;
 
 -- The drain consumer runs as an ordinary role (superusers may not own one).
