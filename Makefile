@@ -11,6 +11,7 @@ OBJS = \
 	extension/hidden.o \
 	extension/catalog.o \
 	extension/storage.o \
+	extension/segment.o \
 	extension/queue_admin.o \
 	extension/lease.o \
 	extension/message.o \

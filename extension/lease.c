@@ -126,9 +126,9 @@ lease_consume(int64 queue_id, int64 id, int64 receipt)
 	return LEASE_NONE;
 }
 
-/* The ids of the queue's unwritten leases, consumed or not, and more, as an array. */
-Datum
-lease_ids(int64 queue_id, const int64 *more, int nmore)
+/* The ids of the queue's leases, consumed or not, and more (*n of them). */
+int64 *
+lease_ids(int64 queue_id, const int64 *more, int nmore, int *nids)
 {
 	int			n = nmore;
 	int64	   *ids;
@@ -154,7 +154,8 @@ lease_ids(int64 queue_id, const int64 *more, int nmore)
 		}
 	}
 	memcpy(ids + n, more, sizeof(int64) * nmore);
-	return storage_id_array(ids, n + nmore);
+	*nids = n + nmore;
+	return ids;
 }
 
 /* Writes one lease's unconsumed messages; the caller is in the owner context. */
@@ -163,13 +164,17 @@ write_lease(const PendingLease *l)
 {
 	int64	   *ids = palloc(sizeof(int64) * Max(l->n, 1));
 	int			n = 0;
+	int64		lowest = PG_INT64_MAX;
 	Datum		args[3];
-	int			rc;
+	StorageRows written;
 
 	for (int i = 0; i < l->n; i++)
 	{
 		if (l->consumed_level[i] == 0)
+		{
 			ids[n++] = l->ids[i];
+			lowest = Min(lowest, l->ids[i]);
+		}
 	}
 	/* nothing left to lease, or the queue was dropped since the read */
 	if (n == 0 || !OidIsValid(storage_relid(l->queue_id)))
@@ -177,11 +182,8 @@ write_lease(const PendingLease *l)
 	args[0] = storage_id_array(ids, n);
 	args[1] = TimestampTzGetDatum(l->visible_at);
 	args[2] = Int64GetDatum(l->receipt);
-	rc = SPI_execute_plan(storage_plan(STMT_WRITE_LEASE, l->queue_id, 0), args, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "could not write the leases of queue " INT64_FORMAT ": %s",
-			 l->queue_id, SPI_result_code_string(rc));
-	pending_hidden(l->queue_id, l->visible_at, (int32) SPI_processed, 0);
+	written = storage_by_id(STMT_WRITE_LEASE, l->queue_id, lowest, args, NULL, (uint64) n);
+	pending_hidden(l->queue_id, l->visible_at, (int32) written.processed, 0);
 }
 
 /*

@@ -6,7 +6,9 @@
  *
  * Today that is pruning archives past their retention (archive prunes too,
  * but an archive nobody adds to would otherwise keep its old messages for
- * ever) and deleting expired deduplication keys.  Each queue is maintained on its own and a failure is logged and
+ * ever), deleting expired deduplication keys, and recycling segments
+ * (storage_maintain: backends that use a queue do it too, just before they
+ * commit, but an idle queue's last segment would otherwise wait for them).  Each queue is maintained on its own and a failure is logged and
  * skipped, so one broken queue does not stop the others' housekeeping.
  */
 #include "postgres.h"
@@ -70,6 +72,8 @@ maintain_queue(const QueueChore *q)
 			elog(ERROR, "could not prune the archive of queue %lld", (long long) q->id);
 	}
 	dedup_prune(q->id, q->logged);
+	/* recycles a drained segment, starts a new one when due (segment.c) */
+	(void) storage_maintain(q->id, false);
 	owner_context_exit(&ctx);
 }
 

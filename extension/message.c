@@ -53,6 +53,47 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls)
 	return SPI_processed;
 }
 
+/* The lowest of some ids: statements on them try its segment first. */
+static int64
+lowest(const int64 *ids, int n)
+{
+	int64		min = PG_INT64_MAX;
+
+	for (int i = 0; i < n; i++)
+		min = Min(min, ids[i]);
+	return min;
+}
+
+/* The lowest id of a bigint[] (nulls ignored). */
+static int64
+lowest_in_array(ArrayType *ids)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int64		min = PG_INT64_MAX;
+
+	deconstruct_array(ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (!nulls[i])
+			min = Min(min, DatumGetInt64(elems[i]));
+	}
+	return min;
+}
+
+/* The lowest id of a drain worker's failed messages. */
+static int64
+lowest_failed(const FailedMessage *failed, int n)
+{
+	int64		min = PG_INT64_MAX;
+
+	for (int i = 0; i < n; i++)
+		min = Min(min, failed[i].id);
+	return min;
+}
+
 static Datum
 optional_headers(FunctionCallInfo fcinfo, int argno, bool *isnull)
 {
@@ -116,7 +157,7 @@ send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Dat
 	*sent = true;
 	if (key == (Datum) 0)
 	{
-		run_plan(storage_plan(STMT_SEND, meta->id, 0), values, nulls);
+		storage_send(STMT_SEND, meta->id, values, nulls);
 		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	if (!dedup_reserve(meta, key, now, &id))
@@ -128,7 +169,7 @@ send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Dat
 	memcpy(argnulls, nulls, 5);
 	args[5] = Int64GetDatum(id);
 	argnulls[5] = ' ';
-	run_plan(storage_plan(STMT_SEND_WITH_ID, meta->id, 0), args, argnulls);
+	storage_send(STMT_SEND_WITH_ID, meta->id, args, argnulls);
 	return id;
 }
 
@@ -277,7 +318,7 @@ queue_send_batch(PG_FUNCTION_ARGS)
 		sent = send_each(meta, values, nulls, now, payloads, npayloads, keys, key_nulls, rsinfo);
 	else
 	{
-		sent = run_plan(storage_plan(STMT_SEND_BATCH, meta->id, 0), values, nulls);
+		sent = storage_send(STMT_SEND_BATCH, meta->id, values, nulls);
 		for (uint64 i = 0; i < sent; i++)
 		{
 			Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
@@ -306,7 +347,7 @@ dead_letter_ids(const QueueMeta *meta, Datum ids)
 
 	values[0] = ids;
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	moved = run_plan(storage_plan(STMT_DEAD_LETTER, meta->id, meta->dead_letter_id), values, NULL);
+	moved = storage_move(STMT_DEAD_LETTER, meta->id, meta->dead_letter_id, values, NULL);
 	if (moved > 0)
 		pending_dead_lettered(meta->id, meta->dead_letter_id, (int64) moved);
 	return (int64) moved;
@@ -365,28 +406,26 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 		TimestampTz visible_at = now + visibility_usecs;
 		int64		receipt = queue_random_int64();
 		int			first = delivered;
-		Datum		args[3];
-		uint64		claimed;
+		int			nexclude;
+		int64	   *exclude;
+		StorageRows claimed;
 		int64	   *dead_ids;
 		int			ndead = 0;
 
-		args[0] = TimestampTzGetDatum(now);
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
-		args[1] = lease_ids(meta->id, locked_ids, nheld + delivered);
-		args[2] = Int32GetDatum(max_messages - delivered);
-		claimed = run_plan(storage_plan(STMT_CLAIM, meta->id, 0), args, NULL);
-		if (claimed == 0)
+		exclude = lease_ids(meta->id, locked_ids, nheld + delivered, &nexclude);
+		claimed = storage_claim(meta->id, now, exclude, nexclude, max_messages - delivered);
+		if (claimed.ntuples == 0)
 			break;
 
-		dead_ids = palloc(sizeof(int64) * claimed);
-		for (uint64 i = 0; i < claimed; i++)
+		dead_ids = palloc(sizeof(int64) * claimed.ntuples);
+		for (int i = 0; i < claimed.ntuples; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
 			Datum		values[MSG_NCOLS];
 			bool		nulls[MSG_NCOLS];
 			int32		attempts;
 
-			heap_deform_tuple(tup, SPI_tuptable->tupdesc, values, nulls);
+			heap_deform_tuple(claimed.tuples[i], claimed.tupdesc, values, nulls);
 			attempts = DatumGetInt32(values[MSG_COL_ATTEMPTS - 1]) + 1;
 			if (meta->max_attempts > 0 && attempts > meta->max_attempts)
 			{
@@ -402,7 +441,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 			tuplestore_putvalues(store, desc, values, nulls);
 		}
 		/* the rows are copied out; a long wait must not keep every pass's */
-		SPI_freetuptable(SPI_tuptable);
+		storage_rows_free(&claimed);
 		pending_locked(meta->id);
 		if (ndead > 0)
 			dead_letter_ids(meta, storage_id_array(dead_ids, ndead));
@@ -416,7 +455,8 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 	{
 		Datum		ids = storage_id_array(delivered_ids, delivered);
 
-		run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &ids, NULL);
+		(void) storage_by_id(STMT_DELETE_IDS, meta->id, lowest(delivered_ids, delivered),
+							 &ids, NULL, (uint64) delivered);
 		pending_removed(meta->id, delivered, true);
 	}
 	return delivered;
@@ -490,7 +530,8 @@ settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 	if (ndone > 0)
 	{
 		Datum		ids = storage_id_array(done, ndone);
-		uint64		deleted = run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &ids, NULL);
+		uint64		deleted = storage_by_id(STMT_DELETE_IDS, meta->id, lowest(done, ndone),
+											&ids, NULL, (uint64) ndone).processed;
 
 		pending_removed(meta->id, (int64) deleted, true);
 	}
@@ -522,7 +563,9 @@ settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 		args[1] = PointerGetDatum(construct_array(attempts, nfailed, INT4OID, 4, true, TYPALIGN_INT));
 		args[2] = PointerGetDatum(construct_array(errors, nfailed, TEXTOID, -1, false, TYPALIGN_INT));
 		args[3] = PointerGetDatum(construct_array(visible, nfailed, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		run_plan(storage_plan(STMT_FAIL, meta->id, 0), args, NULL);
+		/* locked by this transaction: no recycle moves them, no read skips them */
+		(void) storage_by_id(STMT_FAIL, meta->id, lowest_failed(failed, nfailed), args, NULL,
+							 (uint64) nfailed);
 		if (ndead > 0)
 			dead_letter_ids(meta, storage_id_array(dead, ndead));
 	}
@@ -565,14 +608,15 @@ leased_statement(const QueueMeta *meta, StorageStatement stmt, Datum *args, cons
 	OwnerContext ctx;
 	bool		hit;
 	bool		isnull;
+	StorageRows r;
 
 	/* a message read by this transaction gets its lease written first */
 	lease_flush(meta->id);
 	owner_context_enter(&ctx);
-	hit = run_plan(storage_plan(stmt, meta->id, 0), args, nulls) > 0;
+	r = storage_by_id(stmt, meta->id, DatumGetInt64(args[0]), args, nulls, 1);
+	hit = r.ntuples > 0;
 	if (hit)
-		*old_visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 1, &isnull));
+		*old_visible_at = DatumGetTimestampTz(heap_getattr(r.tuples[0], 1, r.tupdesc, &isnull));
 	owner_context_exit(&ctx);
 	return hit;
 }
@@ -586,14 +630,16 @@ delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsi
 {
 	Datum		arg = storage_id_array(ids, n);
 	uint64		deleted;
+	StorageRows r;
 	OwnerContext ctx;
 
 	owner_context_enter(&ctx);
-	deleted = run_plan(storage_plan(STMT_DELETE_IDS, meta->id, 0), &arg, NULL);
-	for (uint64 i = 0; rsinfo != NULL && i < deleted; i++)
+	r = storage_by_id(STMT_DELETE_IDS, meta->id, lowest(ids, n), &arg, NULL, (uint64) n);
+	deleted = r.processed;
+	for (int i = 0; rsinfo != NULL && i < r.ntuples; i++)
 	{
 		bool		isnull;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		id = heap_getattr(r.tuples[i], 1, r.tupdesc, &isnull);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 	}
@@ -753,7 +799,7 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int			nids = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
 	Datum		args[2];
-	uint64		acked;
+	StorageRows acked;
 	OwnerContext ctx;
 
 	if (nids != ArrayGetNItems(ARR_NDIM(receipts), ARR_DIMS(receipts)))
@@ -769,21 +815,21 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	args[1] = PointerGetDatum(receipts);
 
 	owner_context_enter(&ctx);
-	acked = run_plan(storage_plan(STMT_ACK_BATCH, meta->id, 0), args, NULL);
-	for (uint64 i = 0; i < acked; i++)
+	acked = storage_by_id(STMT_ACK_BATCH, meta->id, lowest_in_array(ids), args, NULL,
+						  (uint64) ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)));
+	for (int i = 0; i < acked.ntuples; i++)
 	{
 		bool		isnull;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum		old_visible_at = SPI_getbinval(SPI_tuptable->vals[i],
-												   SPI_tuptable->tupdesc, 2, &isnull);
+		Datum		id = heap_getattr(acked.tuples[i], 1, acked.tupdesc, &isnull);
+		Datum		old_visible_at = heap_getattr(acked.tuples[i], 2, acked.tupdesc, &isnull);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 		pending_hidden(meta->id, DatumGetTimestampTz(old_visible_at), -1, 0);
 	}
 	owner_context_exit(&ctx);
 
-	if (acked > 0)
-		pending_removed(meta->id, (int64) acked, true);
+	if (acked.processed > 0)
+		pending_removed(meta->id, (int64) acked.processed, true);
 	PG_RETURN_NULL();
 }
 
@@ -845,7 +891,7 @@ queue_archive(PG_FUNCTION_ARGS)
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		args[3];
-	uint64		archived;
+	StorageRows archived;
 	TimestampTz old_visible_at = 0;
 	bool		isnull;
 	OwnerContext ctx;
@@ -856,10 +902,10 @@ queue_archive(PG_FUNCTION_ARGS)
 
 	lease_flush(meta->id);
 	owner_context_enter(&ctx);
-	archived = run_plan(storage_plan(STMT_ARCHIVE, meta->id, 0), args, NULL);
-	if (archived > 0)
-		old_visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-														   SPI_tuptable->tupdesc, 1, &isnull));
+	archived = storage_by_id(STMT_ARCHIVE, meta->id, DatumGetInt64(args[0]), args, NULL, 1);
+	if (archived.ntuples > 0)
+		old_visible_at = DatumGetTimestampTz(heap_getattr(archived.tuples[0], 1,
+														  archived.tupdesc, &isnull));
 	if (meta->retention_usecs >= 0)
 	{
 		Datum		cutoff = TimestampTzGetDatum(now - meta->retention_usecs);
@@ -868,7 +914,7 @@ queue_archive(PG_FUNCTION_ARGS)
 	}
 	owner_context_exit(&ctx);
 
-	if (archived == 0)
+	if (archived.processed == 0)
 		PG_RETURN_BOOL(false);
 	pending_removed(meta->id, 1, true);
 	pending_hidden(meta->id, old_visible_at, -1, 0);

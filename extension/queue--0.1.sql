@@ -37,7 +37,19 @@ CREATE TABLE queue_internal.queue (
 COMMENT ON TABLE queue_internal.queue IS
   'Catalog of queues; one row per queue. Change it only through queue.create, queue.alter, queue.drop, queue.grant and queue.revoke.';
 
+-- Each queue's ring of segment tables (see segment.c): head is the
+-- generation that takes new messages, tail the oldest still in use;
+-- generation g lives in table s<id>_<g % 4>.
+CREATE TABLE queue_internal.segment_ring (
+    queue_id  pg_catalog.int8 PRIMARY KEY,
+    head      pg_catalog.int8 NOT NULL,
+    tail      pg_catalog.int8 NOT NULL
+);
+COMMENT ON TABLE queue_internal.segment_ring IS
+  'Which segment tables of each queue are in use; changed only by the queue extension''s recycling.';
+
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_internal.segment_ring', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_internal.queue_id_seq', '');
 ALTER SEQUENCE queue_internal.queue_id_seq OWNED BY queue_internal.queue.id;
@@ -237,6 +249,12 @@ LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_redrive';
 COMMENT ON FUNCTION queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8) IS
   'Moves dead letters back to the queue they came from (or to target), oldest first, at most max_messages; returns how many moved.';
 
+CREATE FUNCTION queue.recycle(queue_name pg_catalog.text)
+RETURNS pg_catalog.int4
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_recycle';
+COMMENT ON FUNCTION queue.recycle(pg_catalog.text) IS
+  'Recycles the queue''s oldest segment table when it is drained and free (its last messages move forward, the table is emptied by TRUNCATE), then starts a new segment if the current one holds anything; returns how many segments it recycled. Runs by itself too.';
+
 -- Consumers ---------------------------------------------------------------
 
 CREATE SEQUENCE queue_internal.consumer_id_seq AS pg_catalog.int8;
@@ -370,7 +388,9 @@ CREATE FUNCTION queue.queue_stats(
     OUT acked_total         pg_catalog.int8,
     OUT dead_lettered_total pg_catalog.int8,
     OUT created_at          pg_catalog.timestamptz,
-    OUT dedup_window        pg_catalog.interval)
+    OUT dedup_window        pg_catalog.interval,
+    OUT segments            pg_catalog.int4,
+    OUT bytes               pg_catalog.int8)
 RETURNS SETOF record
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_stats';
 COMMENT ON FUNCTION queue.queue_stats() IS 'The rows of the view queue.queues.';
@@ -443,6 +463,7 @@ GRANT EXECUTE ON FUNCTION
     queue.archive(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
     queue.archived(pg_catalog.text),
     queue.redrive(pg_catalog.text, pg_catalog.text, pg_catalog.int8),
+    queue.recycle(pg_catalog.text),
     queue.queue_stats(),
     queue.subscribe(pg_catalog.text, pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval),
     queue.alter_consumer(pg_catalog.text, pg_catalog.regprocedure, pg_catalog.int4, pg_catalog.interval, pg_catalog.int4, pg_catalog.float8, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.text[]),

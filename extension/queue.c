@@ -32,6 +32,8 @@ PG_MODULE_MAGIC;
 
 int			queue_max_payload_size = 1024 * 1024;
 int			queue_max_queues = 1024;
+int			queue_segment_size = 16 * 1024;	/* kB */
+int			queue_segment_age = 60 * 1000;	/* ms */
 int			queue_max_workers = 4;
 int			queue_max_consumers = 64;
 int			queue_worker_idle_timeout = 10000;
@@ -100,6 +102,21 @@ define_settings(void)
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
 	}
+
+	DefineCustomIntVariable("queue.segment_size",
+							"Size at which a queue's current segment table is closed and a new one started.",
+							"Smaller segments are recycled sooner and keep a queue smaller on disk; each recycle costs a TRUNCATE.",
+							&queue_segment_size,
+							16 * 1024, 8, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("queue.segment_age",
+							"Age at which a queue's current segment table is closed and a new one started, if it holds anything.",
+							"Bounds how long the dead rows of a slow queue wait to be recycled.",
+							&queue_segment_age,
+							60 * 1000, 10, 24 * 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	queue_reserve_guc_prefix("queue");
 }

@@ -23,6 +23,8 @@
 /* queue.c: settings */
 extern int	queue_max_payload_size;
 extern int	queue_max_queues;
+extern int	queue_segment_size;	/* kB */
+extern int	queue_segment_age;	/* ms */
 extern int	queue_max_workers;
 extern int	queue_max_consumers;
 extern int	queue_worker_idle_timeout;
@@ -178,6 +180,7 @@ typedef enum StorageStatement
 	STMT_COUNT_HIDDEN,
 	STMT_LIST_ARCHIVE,
 	STMT_REDRIVE,
+	STMT_CLAIM_IDS,
 	STMT__COUNT
 } StorageStatement;
 
@@ -188,6 +191,17 @@ typedef enum StorageStatement
 #define MSG_COL_RECEIPT		9
 #define MSG_NCOLS			9
 
+/* Rows returned by a statement run over several segments, in SPI memory. */
+typedef struct StorageRows
+{
+	uint64		processed;		/* rows the statements processed */
+	int			ntuples;		/* rows they returned */
+	HeapTuple  *tuples;
+	TupleDesc	tupdesc;
+	int			ntables;		/* SPI tuple tables holding them */
+	SPITupleTable *tables[2 * 4];
+} StorageRows;
+
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
 extern Datum storage_id_array(const int64 *ids, int n);
 extern void storage_create_tables(int64 queue_id, bool logged);
@@ -196,6 +210,47 @@ extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
+extern uint64 storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls);
+extern StorageRows storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude,
+								 int nexclude, int limit);
+extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id,
+								 Datum *values, const char *nulls, uint64 expect);
+extern uint64 storage_move(StorageStatement stmt, int64 queue_id, int64 target_id,
+						   Datum *values, const char *nulls);
+extern void storage_rows_free(StorageRows *rows);
+extern bool storage_first_visible(int64 queue_id, TimestampTz now, TimestampTz *enqueued_at);
+extern int64 storage_bytes(int64 queue_id);
+
+/* segment.c: the ring of segment tables, scan hints and recycling */
+#define QUEUE_SEGMENTS	4
+
+typedef struct SegmentRing
+{
+	bool		tracked;		/* kept in shared memory (else read from the catalog) */
+	int64		head;			/* generation that takes new rows */
+	int64		tail;			/* oldest live generation */
+} SegmentRing;
+
+extern Size segment_shmem_size(void);
+extern void segment_shmem_startup(LWLock *lock);
+extern SegmentRing segment_ring(int64 queue_id);
+extern Oid	segment_relid(int64 queue_id, int seg);
+extern int	segment_for_insert(int64 queue_id);
+extern void segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at);
+extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
+extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
+extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);
+extern void segment_after_read(int64 queue_id, int seg);
+extern int	segment_probe_order(int64 queue_id, int64 id, bool from_tail, int *segs);
+extern void segment_forget(int64 queue_id);
+extern void segment_dropped(int64 queue_id);
+extern void segment_touch(int64 queue_id);
+extern void segment_pre_commit(void);
+extern void segment_at_xact_end(bool commit);
+extern void segment_at_subxact_end(bool commit, int level);
+extern bool segment_count(int64 queue_id, int32 *segments);
+extern int	storage_maintain(int64 queue_id, bool force);
+extern void storage_maintain_all(void);
 
 /* lease.c: leases taken by this transaction, written at its commit */
 typedef enum LeaseMatch
@@ -210,7 +265,7 @@ extern void lease_record(int64 queue_id, int64 receipt, TimestampTz visible_at, 
 extern bool lease_any(void);
 extern bool lease_pending(int64 queue_id);
 extern LeaseMatch lease_consume(int64 queue_id, int64 id, int64 receipt);
-extern Datum lease_ids(int64 queue_id, const int64 *more, int nmore);
+extern int64 *lease_ids(int64 queue_id, const int64 *more, int nmore, int *n);
 extern void lease_flush(int64 queue_id);
 extern void lease_at_xact_end(void);
 extern void lease_at_subxact_end(bool commit, int level);

@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(queue_grant);
 PG_FUNCTION_INFO_V1(queue_revoke);
 PG_FUNCTION_INFO_V1(queue_redrive);
 PG_FUNCTION_INFO_V1(queue_stats);
+PG_FUNCTION_INFO_V1(queue_recycle);
 
 /* A queue's settings as create and alter assemble them. */
 typedef struct QueueSettings
@@ -436,7 +437,6 @@ static int64
 redrive_to(const QueueMeta *dlq, const QueueMeta *target, bool any_origin, int64 limit)
 {
 	Datum		args[3];
-	int			rc;
 	int64		moved;
 	OwnerContext ctx;
 
@@ -445,10 +445,7 @@ redrive_to(const QueueMeta *dlq, const QueueMeta *target, bool any_origin, int64
 	args[1] = Int64GetDatum(limit);
 	args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
 	owner_context_enter(&ctx);
-	rc = SPI_execute_plan(storage_plan(STMT_REDRIVE, dlq->id, target->id), args, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "redrive failed: %s", SPI_result_code_string(rc));
-	moved = (int64) SPI_processed;	/* SPI_finish restores the caller's */
+	moved = (int64) storage_move(STMT_REDRIVE, dlq->id, target->id, args, NULL);
 	owner_context_exit(&ctx);
 	if (moved > 0)
 		pending_moved(dlq->id, target->id, moved);
@@ -531,6 +528,30 @@ queue_redrive(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Takes (lock: only when every one can be had at once) or releases a SHARE
+ * lock on each of a queue's segment tables: writers lock the segment they
+ * write, not the parent.
+ */
+static bool
+lock_segments(int64 queue_id, bool lock)
+{
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+	{
+		Oid			relid = segment_relid(queue_id, seg);
+
+		if (!lock)
+			UnlockRelationOid(relid, ShareLock);
+		else if (!ConditionalLockRelationOid(relid, ShareLock))
+		{
+			while (--seg >= 0)
+				UnlockRelationOid(segment_relid(queue_id, seg), ShareLock);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
  * Counts a queue's messages, and its hidden ones by second, once per server
  * start (a queue created since starts counted), under a lock that keeps writers out (see counters_set_initial).
  * The lock is only tried: when a writer holds the queue, the count waits for
@@ -553,7 +574,7 @@ queue_count_once(const QueueMeta *meta)
 	if (IsolationUsesXactSnapshot() || pending_touches(meta->id) || RecoveryInProgress())
 		return;
 	relid = storage_relid(meta->id);
-	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareLock))
+	if (!OidIsValid(relid) || !lock_segments(meta->id, true))
 		return;
 	messages = storage_count(meta->id);
 	SPI_execute_plan(storage_plan(STMT_COUNT_HIDDEN, meta->id, 0), &now, NULL, false, 0);
@@ -572,19 +593,19 @@ queue_count_once(const QueueMeta *meta)
 		delayed[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
 	}
 	counters_set_initial(meta->id, messages, nseconds, seconds, in_flight, delayed);
-	UnlockRelationOid(relid, ShareLock);
+	(void) lock_segments(meta->id, false);
 }
 
 /* Appends one row of queue.queues; every figure but the oldest age is a counter. */
 static void
 stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc catdesc)
 {
-	Datum		values[18];
-	bool		nulls[18] = {0};
+	Datum		values[20];
+	bool		nulls[20] = {0};
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		arg = TimestampTzGetDatum(now);
+	TimestampTz oldest;
 	QueueCounters c;
-	bool		isnull;
+	int32		segments;
 
 	/* settings, as the catalog row has them: name, id, logged, ..., created_at */
 	for (int i = 0; i < 7; i++)
@@ -601,16 +622,10 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	values[10] = Int64GetDatum(c.delayed);
 	nulls[9] = nulls[10] = !c.hidden_known;
 
-	SPI_execute_plan(storage_plan(STMT_FIRST_VISIBLE, meta->id, 0), &arg, NULL, true, 1);
-	nulls[11] = SPI_processed == 0;
-	if (SPI_processed > 0)
-	{
-		TimestampTz oldest = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc, 1, &isnull));
-
+	nulls[11] = !storage_first_visible(meta->id, now, &oldest);
+	if (!nulls[11])
 		values[11] = DirectFunctionCall2(timestamp_mi, TimestampTzGetDatum(now),
 										 TimestampTzGetDatum(oldest));
-	}
 
 	/* dead letters: what waits in the queue's dead-letter queue */
 	nulls[12] = true;
@@ -626,6 +641,11 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	values[14] = Int64GetDatum(c.acked);
 	values[15] = Int64GetDatum(c.dead);
 	nulls[13] = nulls[14] = nulls[15] = !c.tracked;
+
+	/* storage: live segments (from shared memory) and bytes on disk */
+	nulls[18] = !segment_count(meta->id, &segments);
+	values[18] = Int32GetDatum(segments);
+	values[19] = Int64GetDatum(storage_bytes(meta->id));
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
@@ -692,4 +712,35 @@ queue_stats(PG_FUNCTION_ARGS)
 	}
 	owner_context_exit(&ctx);
 	PG_RETURN_NULL();
+}
+
+/*
+ * queue.recycle(queue_name) returns integer: recycles the queue's oldest
+ * segment when it is drained and its lock can be had at once, then starts a
+ * new segment when the current one holds anything.  Returns how many
+ * segments it recycled (0 or 1).  Copying a segment's rows forward must see
+ * every commit made before its lock, so a transaction snapshot is refused.
+ */
+Datum
+queue_recycle(PG_FUNCTION_ARGS)
+{
+	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_ADMIN);
+	int			recycled;
+	OwnerContext ctx;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot recycle a queue in a %s transaction",
+						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("Recycling copies a segment's last messages with a snapshot taken after its lock."),
+				 errhint("Call queue.recycle in a READ COMMITTED transaction.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot recycle a queue in a read-only transaction")));
+	owner_context_enter(&ctx);
+	recycled = storage_maintain(meta->id, true);
+	owner_context_exit(&ctx);
+	PG_RETURN_INT32(recycled);
 }

@@ -105,7 +105,7 @@ shmem_size(void)
 {
 	return add_size(add_size(add_size(MAXALIGN(sizeof(QueueShared)),
 									  hash_estimate_size(queue_max_queues, sizeof(QueueSlot))),
-							 hidden_shmem_size()),
+							 add_size(hidden_shmem_size(), segment_shmem_size())),
 					registry_shmem_size());
 }
 
@@ -117,7 +117,8 @@ shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(shmem_size());
-	RequestNamedLWLockTranche("queue", 2 + hidden_lock_count());
+	/* slots, registry, hidden buckets' partitions, segments */
+	RequestNamedLWLockTranche("queue", 3 + hidden_lock_count());
 }
 
 static void
@@ -143,6 +144,7 @@ shmem_startup(void)
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	registry_shmem_startup(&(GetNamedLWLockTranche("queue") + 1)->lock);
 	hidden_shmem_startup(GetNamedLWLockTranche("queue") + 2);
+	segment_shmem_startup(&(GetNamedLWLockTranche("queue") + 2 + hidden_lock_count())->lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -284,11 +286,18 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 	ListCell   *lc;
 
 	if (event == XACT_EVENT_PRE_COMMIT)
+	{
 		lease_flush(0);
+		/* after the leases: a recycle copies them along with their rows */
+		segment_pre_commit();
+	}
 	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 			 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 			 event == XACT_EVENT_PREPARE)
+	{
 		lease_at_xact_end();
+		segment_at_xact_end(event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT);
+	}
 	if (pending == NIL && !(event == XACT_EVENT_PRE_PREPARE && lease_any()))
 		return;
 	switch (event)
@@ -329,7 +338,10 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid pg_attribute_unuse
 	ListCell   *lc;
 
 	if (event == SUBXACT_EVENT_COMMIT_SUB || event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		lease_at_subxact_end(event == SUBXACT_EVENT_COMMIT_SUB, level);
+		segment_at_subxact_end(event == SUBXACT_EVENT_COMMIT_SUB, level);
+	}
 	if (pending == NIL)
 		return;
 	if (event == SUBXACT_EVENT_COMMIT_SUB)

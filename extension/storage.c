@@ -2,26 +2,36 @@
  * storage.c
  *    A queue's tables and every statement that touches them.
  *
- * Queue 17 keeps its messages in queue_internal.q17 and its archive in
- * queue_internal.a17; names come from the numeric id alone, never from the
- * user's name.  Each statement is prepared once per backend, per queue (and
- * per dead-letter or target queue where one is involved), and kept with
- * SPI_keepplan, so the hot paths never parse SQL.  The plan cache lives in
- * TopMemoryContext; PostgreSQL's plan cache revalidates the plans when the
- * tables change.  Callers run inside owner_context_enter(), so the
- * statements run as the extension's owner with search_path pinned.
+ * Queue 17 keeps its messages in the segment tables queue_internal.s17_0
+ * .. s17_3, children of the empty parent queue_internal.q17 (segment.c owns
+ * the ring: which segment takes new rows, where reads start, recycling),
+ * and its archive in queue_internal.a17; names come from the numeric id
+ * alone, never from the user's name.  Callers speak of queues and ids
+ * only: storage_send, storage_claim, storage_by_id and storage_move pick
+ * the segments.  Each statement is prepared once per backend, per queue and
+ * segment (and per dead-letter or target queue where one is involved), and
+ * kept with SPI_keepplan, so the hot paths never parse SQL.  The plan cache
+ * lives in TopMemoryContext; PostgreSQL's plan cache revalidates the plans
+ * when the tables change (a recycle's TRUNCATE, for one).  Callers run
+ * inside owner_context_enter(), so the statements run as the extension's
+ * owner with search_path pinned.
  *
  * Reading: a claim locks the oldest visible messages with FOR UPDATE SKIP
- * LOCKED and returns them; their lease is written at commit (lease.c).
- * Statements that pick rows to change select them once, in an ARRAY()
- * sub-select (an IN (sub-select) may be re-run by the planner and touch more
- * rows than asked for).
+ * LOCKED and returns them, segment by segment from the oldest, each from
+ * where its live messages start; their lease is written at commit
+ * (lease.c).  Statements on given ids try the segment the id most likely
+ * lives in first.  Statements that pick rows to change select them once, in
+ * an ARRAY() sub-select (an IN (sub-select) may be re-run by the planner and
+ * touch more rows than asked for).
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -33,6 +43,8 @@ typedef struct PlanKey
 	int64		queue_id;
 	int64		other_id;		/* dead-letter or target queue, else 0 */
 	int32		stmt;
+	int32		seg;			/* segment of the queue, -1: none */
+	int32		other_seg;		/* segment of the other queue, -1: none */
 } PlanKey;
 
 typedef struct PlanEntry
@@ -43,8 +55,14 @@ typedef struct PlanEntry
 
 static HTAB *plan_cache = NULL;
 
+/*
+ * Statement texts name their tables with placeholders: {T} the queue's
+ * segment, {P} its parent (all segments), {A} its archive, {Q} its id, {O}
+ * the other queue's segment and {OQ} the other queue's id.
+ */
+
 /* The row a lease-checked update changes, locked, with its old visible_at. */
-#define LEASED_ROW "(SELECT id, visible_at FROM queue_internal.q%1$lld" \
+#define LEASED_ROW "(SELECT id, visible_at FROM {T}" \
 	" WHERE id = $1 AND receipt = $2 FOR UPDATE) AS old"
 
 /* The columns of queue.message, in order, as returned by reads. */
@@ -52,123 +70,168 @@ static HTAB *plan_cache = NULL;
 
 typedef struct StatementDef
 {
-	const char *sql;			/* %1$lld: queue id, %2$lld: other queue id */
+	const char *sql;			/* with the placeholders above */
 	int			nargs;
 	Oid			argtypes[6];
 } StatementDef;
 
 static const StatementDef statements[STMT__COUNT] = {
 	[STMT_SEND] = {
-		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload)"
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload)"
 		" VALUES ($1, $2, $3, $4, $5) RETURNING id",
 		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID}
 	},
 	[STMT_SEND_BATCH] = {
-		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload)"
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload)"
 		" SELECT $1, $2, $3, $4, p FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
 		" ORDER BY n RETURNING id",
 		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
 	},
 	[STMT_SEND_WITH_ID] = {
-		"INSERT INTO queue_internal.q%1$lld (visible_at, enqueued_at, group_key, headers, payload, id)"
-		" VALUES ($1, $2, $3, $4, $5, $6)",
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, id)"
+		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
 		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT8OID}
 	},
 	[STMT_CLAIM] = {
-		"SELECT " MESSAGE_COLUMNS " FROM queue_internal.q%1$lld"
-		" WHERE visible_at <= $1 AND id <> ALL ($2)"
+		"SELECT " MESSAGE_COLUMNS " FROM {T}"
+		" WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2)"
 		" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-		3, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}
+		4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID}
+	},
+	[STMT_CLAIM_IDS] = {
+		"SELECT " MESSAGE_COLUMNS " FROM {T}"
+		" WHERE id = ANY ($4) AND visible_at <= $1 AND id <> ALL ($2)"
+		" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+		4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8ARRAYOID}
 	},
 	[STMT_WRITE_LEASE] = {
-		"UPDATE queue_internal.q%1$lld SET visible_at = $2, attempts = attempts + 1, receipt = $3"
+		"UPDATE {T} SET visible_at = $2, attempts = attempts + 1, receipt = $3"
 		" WHERE id = ANY ($1)",
 		3, {INT8ARRAYOID, TIMESTAMPTZOID, INT8OID}
 	},
 	[STMT_DELETE_IDS] = {
-		"DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1) RETURNING id",
+		"DELETE FROM {T} WHERE id = ANY ($1) RETURNING id",
 		1, {INT8ARRAYOID}
 	},
 	[STMT_DEAD_LETTER] = {
-		"WITH dead AS (DELETE FROM queue_internal.q%1$lld WHERE id = ANY ($1)"
+		"WITH dead AS (DELETE FROM {P} WHERE id = ANY ($1)"
 		" RETURNING id, attempts, enqueued_at, group_key, last_error, headers, payload)"
-		" INSERT INTO queue_internal.q%2$lld"
+		" INSERT INTO {O}"
 		" (id, visible_at, attempts, enqueued_at, group_key, last_error, origin, headers, payload)"
-		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, %1$lld, headers, payload"
-		" FROM dead",
+		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, {Q}, headers, payload"
+		" FROM dead RETURNING id",
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
 	},
 	[STMT_FAIL] = {
-		"UPDATE queue_internal.q%1$lld m SET attempts = u.attempts, last_error = u.error,"
+		"UPDATE {T} m SET attempts = u.attempts, last_error = u.error,"
 		" visible_at = u.visible_at, receipt = NULL"
 		" FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[])"
 		" AS u(id, attempts, error, visible_at) WHERE m.id = u.id",
 		4, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	[STMT_ACK] = {
-		"DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2 RETURNING visible_at",
+		"DELETE FROM {T} WHERE id = $1 AND receipt = $2 RETURNING visible_at",
 		2, {INT8OID, INT8OID}
 	},
 	[STMT_ACK_BATCH] = {
-		"DELETE FROM queue_internal.q%1$lld m USING unnest($1::bigint[], $2::bigint[]) AS u(id, receipt)"
+		"DELETE FROM {T} m USING unnest($1::bigint[], $2::bigint[]) AS u(id, receipt)"
 		" WHERE m.id = u.id AND m.receipt = u.receipt RETURNING m.id, m.visible_at",
 		2, {INT8ARRAYOID, INT8ARRAYOID}
 	},
 	[STMT_NACK] = {
-		"UPDATE queue_internal.q%1$lld m SET visible_at = $3, receipt = NULL,"
+		"UPDATE {T} m SET visible_at = $3, receipt = NULL,"
 		" last_error = coalesce($4, m.last_error) FROM " LEASED_ROW
 		" WHERE m.id = old.id RETURNING old.visible_at",
 		4, {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID}
 	},
 	[STMT_SET_VISIBILITY] = {
-		"UPDATE queue_internal.q%1$lld m SET visible_at = $3 FROM " LEASED_ROW
+		"UPDATE {T} m SET visible_at = $3 FROM " LEASED_ROW
 		" WHERE m.id = old.id RETURNING old.visible_at",
 		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
 	},
 	[STMT_ARCHIVE] = {
-		"WITH done AS (DELETE FROM queue_internal.q%1$lld WHERE id = $1 AND receipt = $2"
+		"WITH done AS (DELETE FROM {T} WHERE id = $1 AND receipt = $2"
 		" RETURNING id, payload, headers, group_key, enqueued_at, attempts, last_error, visible_at),"
-		" kept AS (INSERT INTO queue_internal.a%1$lld"
+		" kept AS (INSERT INTO {A}"
 		" (id, payload, headers, group_key, enqueued_at, archived_at, attempts, last_error)"
 		" SELECT id, payload, headers, group_key, enqueued_at, $3, attempts, last_error FROM done)"
 		" SELECT visible_at FROM done",
 		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
 	},
 	[STMT_PRUNE_ARCHIVE] = {
-		"DELETE FROM queue_internal.a%1$lld WHERE archived_at < $1",
+		"DELETE FROM {A} WHERE archived_at < $1",
 		1, {TIMESTAMPTZOID}
 	},
 	[STMT_FIRST_VISIBLE] = {
-		"SELECT enqueued_at FROM queue_internal.q%1$lld WHERE visible_at <= $1 ORDER BY id LIMIT 1",
-		1, {TIMESTAMPTZOID}
+		"SELECT enqueued_at FROM {T} WHERE id >= $2 AND visible_at <= $1 ORDER BY id LIMIT 1",
+		2, {TIMESTAMPTZOID, INT8OID}
 	},
 	[STMT_COUNT_HIDDEN] = {
 		"SELECT floor(extract(epoch FROM visible_at))::bigint,"
 		" count(*) FILTER (WHERE receipt IS NOT NULL)::integer,"
 		" count(*) FILTER (WHERE receipt IS NULL)::integer"
-		" FROM queue_internal.q%1$lld WHERE visible_at > $1 GROUP BY 1",
+		" FROM {P} WHERE visible_at > $1 GROUP BY 1",
 		1, {TIMESTAMPTZOID}
 	},
 	[STMT_LIST_ARCHIVE] = {
 		"SELECT id, payload, headers, group_key, enqueued_at, archived_at, attempts, last_error"
-		" FROM queue_internal.a%1$lld ORDER BY archived_at, id",
+		" FROM {A} ORDER BY archived_at, id",
 		0, {0}
 	},
 	[STMT_REDRIVE] = {
-		"WITH moved AS (DELETE FROM queue_internal.q%1$lld WHERE id = ANY (ARRAY("
-		"  SELECT id FROM queue_internal.q%1$lld WHERE ($1 OR origin = %2$lld) AND visible_at <= $3"
+		"WITH moved AS (DELETE FROM {P} WHERE id = ANY (ARRAY("
+		"  SELECT id FROM {P} WHERE ($1 OR origin = {OQ}) AND visible_at <= $3"
 		"  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
 		" RETURNING id, enqueued_at, group_key, last_error, headers, payload)"
-		" INSERT INTO queue_internal.q%2$lld"
+		" INSERT INTO {O}"
 		" (id, visible_at, attempts, enqueued_at, group_key, last_error, headers, payload)"
-		" SELECT id, $3, 0, enqueued_at, group_key, last_error, headers, payload FROM moved",
+		" SELECT id, $3, 0, enqueued_at, group_key, last_error, headers, payload FROM moved"
+		" RETURNING id",
 		3, {BOOLOID, INT8OID, TIMESTAMPTZOID}
 	},
 };
 
-/* The prepared statement stmt for a queue (and another queue it moves to). */
-SPIPlanPtr
-storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
+/* A statement's text with its table placeholders filled in. */
+static char *
+statement_text(const char *tmpl, const PlanKey *key)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (const char *p = tmpl; *p; p++)
+	{
+		if (strncmp(p, "{T}", 3) == 0)
+			appendStringInfo(&buf, "queue_internal.s%lld_%d", (long long) key->queue_id, key->seg);
+		else if (strncmp(p, "{P}", 3) == 0)
+			appendStringInfo(&buf, "queue_internal.q%lld", (long long) key->queue_id);
+		else if (strncmp(p, "{A}", 3) == 0)
+			appendStringInfo(&buf, "queue_internal.a%lld", (long long) key->queue_id);
+		else if (strncmp(p, "{Q}", 3) == 0)
+			appendStringInfo(&buf, "%lld", (long long) key->queue_id);
+		else if (strncmp(p, "{O}", 3) == 0)
+			appendStringInfo(&buf, "queue_internal.s%lld_%d", (long long) key->other_id, key->other_seg);
+		else if (strncmp(p, "{OQ}", 4) == 0)
+		{
+			appendStringInfo(&buf, "%lld", (long long) key->other_id);
+			p += 3;
+			continue;
+		}
+		else
+		{
+			appendStringInfoChar(&buf, *p);
+			continue;
+		}
+		p += 2;
+	}
+	return buf.data;
+}
+
+/*
+ * The prepared statement stmt for a queue's segment (and another queue's
+ * segment it moves to).
+ */
+static SPIPlanPtr
+segment_plan(StorageStatement stmt, int64 queue_id, int seg, int64 other_id, int other_seg)
 {
 	PlanKey		key;
 	PlanEntry  *entry;
@@ -189,6 +252,8 @@ storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
 	key.queue_id = queue_id;
 	key.other_id = other_id;
 	key.stmt = stmt;
+	key.seg = seg;
+	key.other_seg = other_seg;
 	entry = hash_search(plan_cache, &key, HASH_FIND, NULL);
 	if (entry != NULL)
 		return entry->plan;
@@ -201,7 +266,7 @@ storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
 	 * enable_seqscan = off in the owner context keeps so even for a table
 	 * that was empty when it was planned.
 	 */
-	plan = SPI_prepare_cursor(psprintf(def->sql, (long long) queue_id, (long long) other_id),
+	plan = SPI_prepare_cursor(statement_text(def->sql, &key),
 							  def->nargs, (Oid *) def->argtypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare queue statement %d: %s",
@@ -211,6 +276,13 @@ storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
 	entry = hash_search(plan_cache, &key, HASH_ENTER, &found);
 	entry->plan = plan;
 	return plan;
+}
+
+/* The prepared statement stmt for a queue as a whole (its parent or archive). */
+SPIPlanPtr
+storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id)
+{
+	return segment_plan(stmt, queue_id, -1, other_id, -1);
 }
 
 /* Message ids as the bigint[] parameter of a statement. */
@@ -271,6 +343,13 @@ storage_create_tables(int64 queue_id, bool logged)
 					 " headers jsonb,"
 					 " payload jsonb NOT NULL)", kind, id));
 	run_ddl(psprintf("CREATE INDEX ON queue_internal.a%lld (archived_at)", id));
+	/* the segments: children of q<id>, each with its own primary key */
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+		run_ddl(psprintf("CREATE %sTABLE queue_internal.s%lld_%d (PRIMARY KEY (id))"
+						 " INHERITS (queue_internal.q%lld) WITH (fillfactor = 85)",
+						 kind, id, seg, id));
+	run_ddl(psprintf("INSERT INTO queue_internal.segment_ring (queue_id, head, tail)"
+					 " VALUES (%lld, 0, 0)", id));
 }
 
 /* Turns a queue's tables into logged or unlogged ones (a rewrite of each). */
@@ -281,14 +360,21 @@ storage_set_logged(int64 queue_id, bool logged)
 	long long	id = (long long) queue_id;
 
 	run_ddl(psprintf("ALTER TABLE queue_internal.q%lld SET %s", id, kind));
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+		run_ddl(psprintf("ALTER TABLE queue_internal.s%lld_%d SET %s", id, seg, kind));
 	run_ddl(psprintf("ALTER TABLE queue_internal.a%lld SET %s", id, kind));
 }
 
 void
 storage_drop_tables(int64 queue_id)
 {
-	run_ddl(psprintf("DROP TABLE queue_internal.q%lld, queue_internal.a%lld",
-					 (long long) queue_id, (long long) queue_id));
+	long long	id = (long long) queue_id;
+
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+		run_ddl(psprintf("DROP TABLE queue_internal.s%lld_%d", id, seg));
+	run_ddl(psprintf("DROP TABLE queue_internal.q%lld, queue_internal.a%lld", id, id));
+	run_ddl(psprintf("DELETE FROM queue_internal.segment_ring WHERE queue_id = %lld", id));
+	segment_dropped(queue_id);
 }
 
 /*
@@ -308,7 +394,7 @@ storage_count(int64 queue_id)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Empties a queue's message table and returns how many messages it held. */
+/* Empties a queue's segments (TRUNCATE recurses) and returns how many messages they held. */
 int64
 storage_truncate(int64 queue_id)
 {
@@ -318,10 +404,11 @@ storage_truncate(int64 queue_id)
 					 (long long) queue_id));
 	n = storage_count(queue_id);
 	run_ddl(psprintf("TRUNCATE queue_internal.q%lld", (long long) queue_id));
+	segment_forget(queue_id);
 	return n;
 }
 
-/* The OID of a queue's message table. */
+/* The OID of a queue's message table (the parent of its segments). */
 Oid
 storage_relid(int64 queue_id)
 {
@@ -329,4 +416,265 @@ storage_relid(int64 queue_id)
 
 	snprintf(name, sizeof(name), "q%lld", (long long) queue_id);
 	return get_relname_relid(name, get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false));
+}
+
+/* ---- statements over segments -------------------------------------------- */
+
+static void
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "queue statement failed: %s", SPI_result_code_string(rc));
+}
+
+/* The lowest id in column 1 of the last statement's rows. */
+static int64
+lowest_id(void)
+{
+	int64		min = PG_INT64_MAX;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull && DatumGetInt64(d) < min)
+			min = DatumGetInt64(d);
+	}
+	return min;
+}
+
+/* Appends the last statement's rows to r (which has room for max). */
+static void
+rows_append(StorageRows *r, int max)
+{
+	r->processed += SPI_processed;
+	if (SPI_tuptable == NULL)
+		return;
+	if (r->ntables < (int) lengthof(r->tables))
+		r->tables[r->ntables++] = SPI_tuptable;
+	r->tupdesc = SPI_tuptable->tupdesc;
+	for (uint64 i = 0; i < SPI_processed && r->ntuples < max; i++)
+		r->tuples[r->ntuples++] = SPI_tuptable->vals[i];
+}
+
+/*
+ * Runs an insert (STMT_SEND or STMT_SEND_BATCH, RETURNING id) into the
+ * queue's head segment; SPI_tuptable holds the ids.  Returns the rows sent.
+ */
+uint64
+storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls)
+{
+	int			seg = segment_for_insert(queue_id);
+
+	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), values, nulls);
+	if (SPI_processed > 0)
+		segment_note(queue_id, seg, lowest_id(), DatumGetTimestampTz(values[0]));
+	segment_touch(queue_id);
+	return SPI_processed;
+}
+
+/*
+ * Moves rows from a queue into another queue's head segment (STMT_DEAD_LETTER,
+ * STMT_REDRIVE, RETURNING the ids moved).  Returns how many moved.
+ */
+uint64
+storage_move(StorageStatement stmt, int64 queue_id, int64 target_id, Datum *values,
+			 const char *nulls)
+{
+	int			seg = segment_for_insert(target_id);
+	uint64		moved;
+
+	run_plan(segment_plan(stmt, queue_id, -1, target_id, seg), values, nulls);
+	moved = SPI_processed;
+	if (moved > 0)
+		segment_note(target_id, seg, lowest_id(), DT_NOBEGIN);
+	segment_touch(target_id);
+	return moved;
+}
+
+/* Runs one claim statement on a segment and adds what it locked to r and ids. */
+static void
+claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, int64 *ids,
+			  int *nids, Datum fourth, StorageRows *r, int limit)
+{
+	Datum		args[4];
+	int			first = r->ntuples;
+
+	args[0] = TimestampTzGetDatum(now);
+	args[1] = storage_id_array(ids, *nids);
+	args[2] = Int32GetDatum(limit - r->ntuples);
+	args[3] = fourth;
+	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), args, NULL);
+	rows_append(r, limit);
+	for (int i = first; i < r->ntuples; i++)
+	{
+		bool		isnull;
+
+		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
+	}
+}
+
+/* Frees the rows once the caller has copied what it needs. */
+void
+storage_rows_free(StorageRows *rows)
+{
+	for (int i = 0; i < rows->ntables; i++)
+		SPI_freetuptable(rows->tables[i]);
+	rows->ntables = 0;
+	rows->ntuples = 0;
+}
+
+/* The due stragglers a claim asked for and did not get. */
+static int
+missed_ids(const int64 *due, int ndue, const int64 *got, int ngot, int64 *missed)
+{
+	int			n = 0;
+
+	for (int i = 0; i < ndue; i++)
+	{
+		bool		found = false;
+
+		for (int j = 0; j < ngot && !found; j++)
+			found = got[j] == due[i];
+		if (!found)
+			missed[n++] = due[i];
+	}
+	return n;
+}
+
+/*
+ * Locks up to limit visible messages, oldest first, skipping those locked
+ * by others and the exclude ids (rows this transaction holds already: SKIP
+ * LOCKED does not skip them).  Segments are read from the oldest; in each,
+ * the stragglers whose time has come first, then from where its live
+ * messages start.  A segment being recycled is skipped, not waited for.
+ */
+StorageRows
+storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude, int nexclude, int limit)
+{
+	StorageRows r = {0};
+	SegmentRing ring = segment_ring(queue_id);
+	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
+	int			nids = nexclude;
+
+	r.tuples = palloc(sizeof(HeapTuple) * limit);
+	memcpy(ids, exclude, sizeof(int64) * nexclude);
+	segment_touch(queue_id);
+	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
+	{
+		int			seg = (int) (g % QUEUE_SEGMENTS);
+		int64		due[64];
+		int			ndue = segment_due(queue_id, seg, now, due, lengthof(due));
+		int64		from;
+		bool		scan = segment_scan_from(queue_id, seg, &from);
+
+		if ((ndue == 0 && !scan) ||
+			!ConditionalLockRelationOid(segment_relid(queue_id, seg), RowShareLock))
+			continue;
+		if (ndue > 0)
+		{
+			int			before = nids;
+			int64		missed[64];
+			int			nmissed;
+
+			claim_segment(STMT_CLAIM_IDS, queue_id, seg, now, ids, &nids,
+						  storage_id_array(due, ndue), &r, limit);
+			nmissed = missed_ids(due, ndue, ids + before, nids - before, missed);
+			segment_recheck(queue_id, seg, missed, nmissed);
+		}
+		if (scan && r.ntuples < limit)
+		{
+			claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids,
+						  Int64GetDatum(from), &r, limit);
+			segment_after_read(queue_id, seg);
+		}
+	}
+	return r;
+}
+
+/*
+ * Runs a statement on given ids (the first parameter holds one id or an
+ * array of them) in the segments that may hold them, oldest first, until it
+ * has processed expect rows: first from near the segment probe_id was sent
+ * to, then, if rows are still missing, in every live segment (deletes and
+ * lease-checked updates may run twice on a segment: a second run finds
+ * nothing more).  A lease write runs once on every live segment: its rows
+ * are locked by this transaction, so no recycle can move them, and a
+ * second run would count an attempt twice.
+ */
+StorageRows
+storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id, Datum *values,
+			  const char *nulls, uint64 expect)
+{
+	StorageRows r = {0};
+	int			max = (int) Min(expect, (uint64) PG_INT32_MAX / sizeof(HeapTuple));
+
+	r.tuples = palloc(sizeof(HeapTuple) * Max(max, 1));
+	for (int pass = (stmt == STMT_WRITE_LEASE ? 1 : 0); pass < 2 && r.processed < expect; pass++)
+	{
+		int			segs[QUEUE_SEGMENTS];
+		int			nsegs = segment_probe_order(queue_id, probe_id, pass == 1, segs);
+
+		for (int i = 0; i < nsegs && r.processed < expect; i++)
+		{
+			run_plan(segment_plan(stmt, queue_id, segs[i], 0, -1), values, nulls);
+			/* a row made visible sooner: reads must not skip it */
+			if (SPI_processed > 0 && (stmt == STMT_NACK || stmt == STMT_SET_VISIBILITY))
+				segment_note(queue_id, segs[i], DatumGetInt64(values[0]),
+							 DatumGetTimestampTz(values[2]));
+			rows_append(&r, max);
+		}
+	}
+	segment_touch(queue_id);
+	return r;
+}
+
+/* The enqueued_at of the oldest visible message; false when there is none. */
+bool
+storage_first_visible(int64 queue_id, TimestampTz now, TimestampTz *enqueued_at)
+{
+	SegmentRing ring = segment_ring(queue_id);
+
+	for (int64 g = ring.tail; g <= ring.head; g++)
+	{
+		int			seg = (int) (g % QUEUE_SEGMENTS);
+		Datum		args[2];
+		int64		from;
+		bool		isnull;
+
+		if (!segment_scan_from(queue_id, seg, &from))
+			continue;
+		args[0] = TimestampTzGetDatum(now);
+		args[1] = Int64GetDatum(from);
+		if (SPI_execute_plan(segment_plan(STMT_FIRST_VISIBLE, queue_id, seg, 0, -1),
+							 args, NULL, true, 1) == SPI_OK_SELECT && SPI_processed > 0)
+		{
+			*enqueued_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															 SPI_tuptable->tupdesc, 1, &isnull));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Bytes on disk of a queue's messages: every segment with its indexes and TOAST. */
+int64
+storage_bytes(int64 queue_id)
+{
+	int64		bytes = 0;
+	Oid			parent = storage_relid(queue_id);
+
+	if (OidIsValid(parent))
+		bytes += DatumGetInt64(DirectFunctionCall1(pg_total_relation_size, ObjectIdGetDatum(parent)));
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+	{
+		Oid			relid = segment_relid(queue_id, seg);
+
+		if (OidIsValid(relid))
+			bytes += DatumGetInt64(DirectFunctionCall1(pg_total_relation_size, ObjectIdGetDatum(relid)));
+	}
+	return bytes;
 }

@@ -37,8 +37,19 @@ EOF
     # tests check behaviour, not durability of the test machine's disk
     echo "fsync = off" >>"$CLUSTER_DIR/data/postgresql.conf"
   fi
-  pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null \
-    || { cat "$CLUSTER_DIR/server.log"; return 1; }
+  # another run on this machine may take the port between the look and the
+  # start: then try the next free one
+  local tries=0
+  until pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null; do
+    tries=$((tries + 1))
+    if [ $tries -ge 5 ] || ! grep -q "could not create any TCP/IP sockets" "$CLUSTER_DIR/server.log"; then
+      cat "$CLUSTER_DIR/server.log"
+      return 1
+    fi
+    QUEUE_PORT=$(QUEUE_PORT=$((QUEUE_PORT + 1 + RANDOM % 20)) free_port)
+    sed -i "s/^port = .*/port = $QUEUE_PORT/" "$CLUSTER_DIR/data/postgresql.conf"
+    : >"$CLUSTER_DIR/server.log"
+  done
   export PGHOST=$CLUSTER_DIR PGPORT=$QUEUE_PORT PGUSER=postgres PGDATABASE=postgres
 }
 
