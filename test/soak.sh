@@ -33,7 +33,9 @@
 #
 # Settings (environment): SOAK_SECONDS (600), SOAK_RATE (100 producer
 # transactions/s, about 540 messages/s), SOAK_PRODUCERS (2),
-# SOAK_CONSUMERS (3), SOAK_SLOW (2), SOAK_SETTLE (120).
+# SOAK_CONSUMERS (3), SOAK_SLOW (2), SOAK_SETTLE (120), SOAK_SEGMENT_AGE
+# (5s: queue.segment_age in the soak's database, so that the queues'
+# segments are recycled under the load every few seconds).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)/soak
@@ -43,6 +45,7 @@ producers=${SOAK_PRODUCERS:-2}
 consumers=${SOAK_CONSUMERS:-3}
 slow=${SOAK_SLOW:-2}
 settle=${SOAK_SETTLE:-120}
+segment_age=${SOAK_SEGMENT_AGE:-5s}
 db=soak
 log=$(mktemp -d /tmp/queue-soak.XXXXXX)
 trap 'rm -rf "$log"' EXIT
@@ -50,7 +53,8 @@ trap 'rm -rf "$log"' EXIT
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 
 echo "== soak: ${secs} s, ${producers} producers at ${rate} tx/s, ${consumers}+${slow} external consumers, 2 drain workers"
-psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" \
+  -c "ALTER DATABASE $db SET queue.segment_age = '$segment_age'"
 sql -f "$here/setup.sql" >/dev/null
 pm_start=$(sql -c "SELECT pg_postmaster_start_time()")
 

@@ -29,12 +29,13 @@
 # (any other, XX000 above all, fails the test, with the call shown).
 # At the end, for the ledger queues fz_a (max_attempts 1, dead-lettering
 # into fz_dlq) and fz_b, on which the clients send, read, pop, ack (single
-# and array), nack, extend, archive and redrive but never drop, purge,
-# rename or repoint: every id a send returned is in exactly one place
-# (acknowledged by an ack or pop that returned it, the archive, the
-# dead-letter queue, or a queue's table), no id turns up that no send
+# and array), nack, extend, archive, redrive and recycle but never drop,
+# purge, rename or repoint (and whose 64kB segments, closed after 300 ms,
+# are recycled all the time): every id a send returned is in exactly one
+# place (acknowledged by an ack or pop that returned it, the archive, the
+# dead-letter queue, or a queue's tables), no id turns up that no send
 # returned, no id was acknowledged twice; and each queue's messages counter
-# (queue.queues, shared memory) equals the rows its table holds.
+# (queue.queues, shared memory) equals the rows its tables hold.
 #
 # FUZZ_SEED makes a run repeatable (the seed is printed either way).
 
@@ -63,7 +64,7 @@ my %allowed = map { $_ => 1 } qw(
   22023 42602 42704 42710 42501 54000 2BP01 0A000 42P13 55000
   22P02 22P05 22003 22008 22015 22007 2200H 22004
   42883 42601 3F000 42725 54001
-  57014 40001 40P01 55P03
+  57014 40001 40P01 55P03 25006
 );
 
 my $node = PostgreSQL::Test::Cluster->new('fuzz');
@@ -75,6 +76,10 @@ max_connections = 40
 max_worker_processes = 16
 queue.max_workers = 3
 queue.worker_idle_timeout = '2s'
+# small, short-lived segments, so that recycling (messages moved forward,
+# segments truncated) runs under the clients all the time
+queue.segment_size = '64kB'
+queue.segment_age = '300ms'
 # LOG (crashes, restarts) and above; not the thousands of expected ERRORs
 log_min_messages = log
 log_statement = none
@@ -471,6 +476,7 @@ sub client
 			my ($q, $id, $rc) = $id_receipt->();
 			("SELECT queue.archive(" . lit($q) . ", (${id})::bigint, (${rc})::bigint)");
 		} ],
+		[ 'recycle', 2, sub { ("SELECT queue.recycle(" . lit(qname(1)) . ")") } ],
 		[ 'archived', 1, sub { ("SELECT count(*) FROM queue.archived(" . lit(qname(1)) . ")") } ],
 		[ 'redrive', 2, sub {
 			my $dlq = rand() < 0.5 ? 'fz_dlq' : qname(0);
