@@ -54,9 +54,10 @@ endif
 # PGXS knows nothing of headers: every object depends on ours.
 $(OBJS): extension/queue.h extension/compat.h
 
-.PHONY: test demo bench
+.PHONY: test demo bench soak
 
-# Everything CI runs: installs what is missing, builds, installs, runs every suite.
+# Everything CI runs: installs what is missing, builds, installs, runs every
+# suite, and one minute of the soak.
 test:
 	test/run
 
@@ -66,3 +67,8 @@ demo:
 
 bench:
 	test/run --bench
+
+# The soak: producers, external consumers and drain workers for 10 minutes
+# (SOAK_SECONDS), with a ledger; see test/soak.sh.
+soak:
+	test/run --soak
