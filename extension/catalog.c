@@ -24,6 +24,7 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -398,9 +399,34 @@ queue_open(FunctionCallInfo fcinfo, int argno, const char *argname, int privileg
 
 	require_preloaded();
 	name = queue_name_arg(fcinfo, argno, argname);
-	meta = queue_lookup(name, false);
+	meta = queue_lock(queue_lookup(name, false), AccessShareLock);
+	if (meta == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", name),
+				 errdetail("It was dropped while this statement waited for it.")));
 	queue_require_privilege(meta, privileges);
 	return meta;
+}
+
+/*
+ * Locks a queue against a concurrent drop (which takes the same lock in
+ * ACCESS EXCLUSIVE mode) until the end of the transaction, then returns its
+ * settings as they are now: NULL when it was dropped meanwhile.  Without
+ * the lock, a queue looked up just before a concurrent drop committed would
+ * be used after its tables were gone.
+ */
+const QueueMeta *
+queue_lock(const QueueMeta *meta, LOCKMODE mode)
+{
+	uint64		inval_before = inval_count;
+
+	LockDatabaseObject(catalog_relid(), (Oid) (meta->id & 0xFFFFFFFF),
+					   (int32) (meta->id >> 32), mode);
+	/* taking the lock read the invalidations of what committed meanwhile */
+	if (inval_count == inval_before)
+		return meta;
+	return queue_lookup_by_id(meta->id);
 }
 
 /*

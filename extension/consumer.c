@@ -28,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -453,6 +454,8 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	check_settings(&c, meta);
 	check_owner(c.owner);
 	consumer_check_handler(c.handler, c.owner);
+	/* concurrent subscribes of one name wait here, then see each other */
+	LockRelationOid(consumer_catalog_relid(), ShareRowExclusiveLock);
 	if (consumer_by_name(name, true) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),

@@ -13,6 +13,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "postmaster/bgworker.h"
+#include "storage/lockdefs.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/tuplestore.h"
@@ -148,6 +149,7 @@ typedef struct OwnerContext
 
 extern const QueueMeta *queue_lookup(const char *name, bool missing_ok);
 extern const QueueMeta *queue_lookup_by_id(int64 id);
+extern const QueueMeta *queue_lock(const QueueMeta *meta, LOCKMODE mode);
 extern bool queue_has_privilege(const QueueMeta *meta, int privileges);
 extern void queue_require_privilege(const QueueMeta *meta, int privileges);
 extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const char *argname,

@@ -139,6 +139,8 @@ queue_create(PG_FUNCTION_ARGS)
 	s.dedup_window_usecs = PG_ARGISNULL(6) ? QUEUE_DEFAULT_DEDUP_WINDOW_USECS :
 		dedup_window_arg(fcinfo, 6);
 	check_settings(&s);
+	/* concurrent creates of one name wait here, then see each other */
+	LockRelationOid(catalog_relid(), ShareRowExclusiveLock);
 	refuse_duplicate(name);
 
 	values[0] = CStringGetTextDatum(name);
@@ -323,6 +325,13 @@ queue_drop(PG_FUNCTION_ARGS)
 	require_preloaded();
 	name = queue_name_arg(fcinfo, 0, "queue_name");
 	meta = queue_lookup(name, if_exists);
+	/* waits for the queue's users; a concurrent drop that won leaves nothing */
+	if (meta != NULL)
+		meta = queue_lock(meta, AccessExclusiveLock);
+	if (meta == NULL && !if_exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", name)));
 	if (meta == NULL)
 	{
 		ereport(NOTICE,
@@ -689,6 +698,9 @@ queue_stats(PG_FUNCTION_ARGS)
 	{
 		const QueueMeta *meta = queue_lookup(SPI_getvalue(catalog->vals[i], catalog->tupdesc, 1), true);
 
+		/* a queue dropped since the catalog was read is not shown */
+		if (meta != NULL)
+			meta = queue_lock(meta, AccessShareLock);
 		if (meta != NULL && (queue_has_privilege(meta, QUEUE_PRIV_SEND) ||
 							 queue_has_privilege(meta, QUEUE_PRIV_READ)))
 			shown[i] = meta;
