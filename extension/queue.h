@@ -252,7 +252,6 @@ extern void segment_at_xact_end(bool commit);
 extern void segment_at_subxact_end(bool commit, int level);
 extern bool segment_count(int64 queue_id, int32 *segments);
 extern int	storage_maintain(int64 queue_id, bool force);
-extern void storage_maintain_all(void);
 
 /* lease.c: leases taken by this transaction, written at its commit */
 typedef enum LeaseMatch

@@ -48,11 +48,12 @@
  * optimisation of where to start; recycling copies every row of the table,
  * whatever the hint says.
  *
- * Who recycles: storage_maintain_all() for a background worker, and,
- * meanwhile, the backends themselves: a backend that uses a queue whose
- * maintenance is due runs it just before its transaction commits, in a
- * subtransaction whose failure is only logged, under a lock that only one
- * backend can take; queue.recycle() does it by hand.
+ * Who recycles: the maintenance worker the launcher starts for each
+ * database (maintain.c calls storage_maintain); the backends themselves: a
+ * backend that uses a queue whose maintenance is due runs it just before
+ * its transaction commits, in a subtransaction whose failure is only
+ * logged, under a lock that only one backend can take; and queue.recycle()
+ * by hand.
  *
  * Locking: a queue's state is guarded by its spinlock; the table of states
  * by one LWLock.  Maintenance is serialised by a SHARE UPDATE EXCLUSIVE lock
@@ -1064,45 +1065,6 @@ segment_pre_commit(void)
 		maintain_quietly(*(int64 *) lfirst(lc));
 	if (pushed)
 		PopActiveSnapshot();
-}
-
-/*
- * Maintains every queue of the current database: recycles drained tails
- * and rotates heads that are due, each queue in a subtransaction whose
- * failure is logged and skipped.  For a background worker connected to the
- * database, inside a READ COMMITTED, read-write transaction with a snapshot
- * pushed (StartTransactionCommand, PushActiveSnapshot(GetTransactionSnapshot()),
- * storage_maintain_all, PopActiveSnapshot, CommitTransactionCommand), and
- * committed at once: a recycle holds its segment's ACCESS EXCLUSIVE lock
- * until then.  It waits for no lock, so it can run often (every 100 ms to
- * a few seconds); it does nothing on a standby or under a transaction
- * snapshot.
- */
-void
-storage_maintain_all(void)
-{
-	List	   *ids = NIL;
-	OwnerContext ctx;
-	ListCell   *lc;
-
-	if (!OidIsValid(get_namespace_oid(QUEUE_INTERNAL_SCHEMA, true)))
-		return;
-	owner_context_enter(&ctx);
-	seg_sql("SELECT id FROM queue_internal.queue ORDER BY id");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-		int64	   *p = palloc(sizeof(int64));
-
-		*p = id;
-		ids = lappend(ids, p);
-		MemoryContextSwitchTo(old);
-	}
-	owner_context_exit(&ctx);
-	foreach(lc, ids)
-		maintain_quietly(*(int64 *) lfirst(lc));
 }
 
 /* Live segments of a queue for queue.queues; false when not known. */
