@@ -20,6 +20,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
@@ -424,8 +425,15 @@ queue_lock(const QueueMeta *meta, LOCKMODE mode)
 	LockDatabaseObject(catalog_relid(), (Oid) (meta->id & 0xFFFFFFFF),
 					   (int32) (meta->id >> 32), mode);
 	/* taking the lock read the invalidations of what committed meanwhile */
-	if (inval_count == inval_before)
+	if (inval_count == inval_before && !IsolationUsesXactSnapshot())
 		return meta;
+	/*
+	 * The system catalogs are read with a fresh snapshot, our catalog with
+	 * the transaction's, which in REPEATABLE READ still shows a queue whose
+	 * drop has committed (even before this lock): its tables tell.
+	 */
+	if (!OidIsValid(storage_relid(meta->id)))
+		return NULL;
 	return queue_lookup_by_id(meta->id);
 }
 
