@@ -262,7 +262,11 @@ queue_alter(PG_FUNCTION_ARGS)
 	{
 		new_name = queue_name_arg(fcinfo, 5, "rename_to");
 		if (strcmp(new_name, meta->name) != 0)
+		{
+			/* as in create: concurrent claims of one name wait, then see each other */
+			LockRelationOid(catalog_relid(), ShareRowExclusiveLock);
 			refuse_duplicate(new_name);
+		}
 	}
 	if (!PG_ARGISNULL(8))
 		s.dedup_window_usecs = dedup_window_arg(fcinfo, 8);
