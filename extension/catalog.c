@@ -47,7 +47,7 @@ static SPIPlanPtr lookup_plan = NULL;	/* by name */
 static SPIPlanPtr lookup_by_id_plan = NULL;
 
 #define META_COLUMNS "id, name, logged, visibility_timeout, max_attempts, " \
-	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window"
+	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window, fifo, fair"
 
 static void
 catalog_inval_callback(Datum arg pg_attribute_unused(), Oid relid)
@@ -215,6 +215,8 @@ meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
 	meta->admins = copy_oid_array(SPI_getbinval(tup, desc, 11, &isnull), &meta->nadmins);
 	meta->dedup_window_usecs = interval_usecs(DatumGetIntervalP(SPI_getbinval(tup, desc, 12, &isnull)),
 											  "dedup_window");
+	meta->fifo = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+	meta->fair = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
 }
 
 /*

@@ -101,6 +101,7 @@ typedef struct SegHint
 	bool		probing;
 	bool		empty;			/* nothing deliverable at or above scan_from */
 	bool		drained;		/* nothing deliverable, at most MOVE_LIMIT hidden rows */
+	bool		prioritized;	/* may hold messages with a priority */
 	TimestampTz probed_at;
 	int			nstrag;
 	int64		strag_id[STRAGGLERS];
@@ -187,6 +188,8 @@ hint_reset(SegHint *h, int64 scan_from, bool empty)
 	h->probing = false;
 	h->empty = empty;
 	h->drained = false;
+	/* a table not known to be empty may hold anything */
+	h->prioritized = !empty;
 	h->probed_at = 0;
 	h->nstrag = 0;
 }
@@ -368,6 +371,39 @@ segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at)
 			h->strag_at[i] = visible_at;
 	}
 	SpinLockRelease(&st->mutex);
+}
+
+/* Reports a message with a priority written into a segment. */
+void
+segment_note_priority(int64 queue_id, int seg)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	st->hint[seg].prioritized = true;
+	SpinLockRelease(&st->mutex);
+}
+
+/*
+ * Whether any live segment of a queue may hold messages with a priority (so
+ * that a claim must look for them first).  A segment's mark lasts until it
+ * is recycled; without shared state, every queue may.
+ */
+bool
+segment_prioritized(int64 queue_id)
+{
+	SegState   *st = seg_find(queue_id, false);
+	bool		prioritized = false;
+
+	if (st == NULL || !st->loaded)
+		return true;
+	SpinLockAcquire(&st->mutex);
+	for (int64 g = st->tail; g <= st->head && !prioritized; g++)
+		prioritized = st->hint[g % QUEUE_SEGMENTS].prioritized;
+	SpinLockRelease(&st->mutex);
+	return prioritized;
 }
 
 /*
@@ -917,16 +953,20 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 
 	/* a new snapshot, after the lock: it sees every transaction that used the table */
 	seg_sql(psprintf("WITH moved AS (INSERT INTO queue_internal.s%1$lld_%3$d"
-					 " (id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
-					 "  last_error, headers, payload)"
-					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
-					 "  last_error, headers, payload FROM queue_internal.s%1$lld_%2$d RETURNING id)"
-					 " SELECT count(*), min(id) FROM moved",
+					 " (id, visible_at, attempts, receipt, enqueued_at, origin, priority,"
+					 "  group_key, last_error, headers, payload)"
+					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, priority,"
+					 "  group_key, last_error, headers, payload FROM queue_internal.s%1$lld_%2$d"
+					 " RETURNING id, priority)"
+					 " SELECT count(*), min(id), max(priority) FROM moved",
 					 (long long) queue_id, seg, next));
 	moved = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (moved > 0 && !isnull)
 		segment_note(queue_id, next, DatumGetInt64(d), DT_NOBEGIN);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	if (moved > 0 && !isnull && DatumGetInt16(d) > 0)
+		segment_note_priority(queue_id, next);
 	seg_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
 	ring_update(queue_id, "tail", tail);
 	change_record(queue_id, SEG_RECYCLED, tail + 1, 0);

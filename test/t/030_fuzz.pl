@@ -299,7 +299,7 @@ sub handler_arg
 		'public.fz_wrong(queue.message[])', 'public.fz_handler(queue.message)',
 		'pg_catalog.now()', 'public.nope(queue.message[])', 'fz_handler(int)',
 		q{x'; DROP TABLE victim; --()}, 'nosuchschema.f(queue.message[])',
-		'queue.send(text,jsonb,interval,jsonb,text,text)',
+		'queue.send(text,jsonb,interval,jsonb,text,text,integer)',
 	)) . '::regprocedure';
 }
 
