@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# bench/fifo.sh: read + ack throughput of a FIFO queue next to a plain queue
+# holding the same messages, in the same run on the same server.  bench/run
+# calls it (BENCH_FIFO=0 skips it); it also runs alone against any server
+# with queue preloaded, found through PGHOST, PGPORT, PGUSER and PGDATABASE.
+#
+# Two queues: bench_fifo (fifo => true) and bench_plain.  Before each run
+# the queue of that run is purged and filled with the same messages: message
+# i has group_key 'g<i mod BENCH_FIFO_GROUPS>', so the groups interleave
+# (each group's messages are spread over the whole queue, one per
+# BENCH_FIFO_GROUPS ids), then vacuumed, analysed and checkpointed.  The
+# fill is the larger of the two sides' expected consumption (rate x seconds
+# x 1.5, as in bench/run), so that both sides of a cell get the same
+# backlog; a run that comes near draining its queue is run again with twice
+# the fill.  pgbench clients then run bench/pgbench/queue_read_ack_<batch>.sql
+# (BEGIN; read; ack with the array form; COMMIT), the script bench/run uses,
+# with -D queue=bench_fifo or bench_plain.  Rates count messages, from the
+# rows before and after the run.
+#
+# A FIFO read returns at most one message per group (its head), and a group
+# stays held while one of its messages is leased: with 1,000 groups, 16
+# clients reading 100 at a time ask for more heads than there are groups,
+# so their reads come back short.  The table shows the messages a FIFO
+# transaction got on average, next to the batch size.
+#
+# The sides of a cell alternate (which goes first rotates), the repetitions
+# are spread over the run, the table shows medians, and the ratio's range
+# is that of the repetitions' own fifo / plain ratios (each pair run back
+# to back).  pgbench -P 1 reports each second's rate: the runs CSV keeps the
+# first and last second, so that a rate that decays within a run shows.
+#
+# Settings (environment):
+#   BENCH_FIFO_GROUPS   group keys (default 1000)
+#   BENCH_FIFO_BATCHES  batch sizes, each with a bench/pgbench script
+#                       (default "10 100")
+#   BENCH_CLIENTS       client counts (default "1 4 16")
+#   BENCH_SECONDS       seconds per run (default 5)
+#   BENCH_REPEAT        runs per cell and side (default 3)
+#   BENCH_QUICK=1       smoke run: 1 second, one repetition
+#   BENCH_OUT, BENCH_STAMP  where the files go, and their stamp
+#
+# Writes to BENCH_OUT: bench-STAMP-fifo.txt (the printed report),
+# bench-STAMP-fifo-runs.csv (every run) and bench-STAMP-fifo-summary.csv
+# (the table).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+command -v pgbench >/dev/null || PATH="$(pg_config --bindir):$PATH"
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  secs=${BENCH_SECONDS:-1}
+  repeat=${BENCH_REPEAT:-1}
+else
+  secs=${BENCH_SECONDS:-5}
+  repeat=${BENCH_REPEAT:-3}
+fi
+groups=${BENCH_FIFO_GROUPS:-1000}
+batches=${BENCH_FIFO_BATCHES:-"10 100"}
+clients_list=${BENCH_CLIENTS:-"1 4 16"}
+out=${BENCH_OUT:-$here/out}
+stamp=${BENCH_STAMP:-$(date +%Y%m%d-%H%M%S)}
+ncpu=$(nproc)
+
+PAYLOAD='{"order_id": 12345, "customer": "c-42", "items": [1,2,3]}'
+TARGET_RATIO=70		# FIFO as % of the plain queue
+
+mkdir -p "$out"
+report=$out/bench-$stamp-fifo.txt
+runs_csv=$out/bench-$stamp-fifo-runs.csv
+summary_csv=$out/bench-$stamp-fifo-summary.csv
+pgb_log=$(mktemp "$out/pgbench-fifo.XXXXXX")
+trap 'rm -f "$pgb_log"' EXIT
+
+say() { printf '%s\n' "$*" | tee -a "$report"; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+for batch in $batches; do
+  [ -f "$here/pgbench/queue_read_ack_$batch.sql" ] || {
+    echo "bench/fifo.sh: no bench/pgbench/queue_read_ack_$batch.sql for batch size $batch" >&2
+    exit 2
+  }
+done
+
+sql >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS queue;
+SELECT queue.drop('bench_fifo', if_exists => true);
+SELECT queue.drop('bench_plain', if_exists => true);
+SELECT queue.create('bench_fifo', fifo => true);
+SELECT queue.create('bench_plain');
+SQL
+
+queue_of() { echo "bench_$1"; }
+table_of() { echo "queue_internal.q$(sql -c "SELECT id FROM queue.queues WHERE queue_name = 'bench_$1'")"; }
+declare -A tables=([fifo]=$(table_of fifo) [plain]=$(table_of plain))
+
+# Fills a queue with n messages (rounded up to thousands), group keys
+# interleaved: one queue.send a message, in one statement per 100,000.
+fill_queue() {
+  local q=$1 n=$(( ($2 + 999) / 1000 * 1000 )) from=1 to
+  while [ "$from" -le "$n" ]; do
+    to=$(( from + 99999 < n ? from + 99999 : n ))
+    sql -c "SELECT count(queue.send('$q', '$PAYLOAD'::jsonb, group_key => 'g' || (i % $groups)))
+              FROM generate_series($from, $to) AS i" >/dev/null
+    from=$((to + 1))
+  done
+}
+
+count_rows() { sql -c "SELECT count(*) FROM ${tables[$1]}"; }
+
+setting() { sql -c "SELECT current_setting('$1')"; }
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+say "queue FIFO benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+say "machine: $ncpu x ${cpu:-unknown CPU}, $(uname -sr); load average at start: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+say "server:  PostgreSQL $(setting server_version), fsync=$(setting fsync), synchronous_commit=$(setting synchronous_commit), shared_buffers=$(setting shared_buffers)"
+say "method:  pgbench -M prepared, $secs s a run, $repeat runs per cell and side, -j = min(clients, $ncpu);"
+say "         read + ack (BEGIN; read; ack; COMMIT) on a FIFO queue and a plain queue filled alike:"
+say "         $groups group keys, interleaved (message i in group i mod $groups); payload $PAYLOAD"
+say ""
+
+# ---- one run -------------------------------------------------------------------
+
+# The expected rate of a side (messages/s), to size the fill: a guess until
+# measured, then the highest rate seen; a run that drains its queue doubles it.
+declare -A guess=([1]=10000 [10]=60000 [100]=150000)
+declare -A est=() rates=() per_xact=() decay=() ratios=()
+nruns=0
+
+# The fill of a cell: enough for the faster side, the same for both.
+fill_of() {
+  local batch=$1 clients=$2 r=0 side
+  for side in fifo plain; do
+    : "${est[$side/$batch/$clients]:=${guess[$batch]}}"
+    [ "${est[$side/$batch/$clients]}" -gt "$r" ] && r=${est[$side/$batch/$clients]}
+  done
+  awk -v r="$r" -v s="$secs" 'BEGIN {n = int(r * s * 1.5); print (n < 10000 ? 10000 : n)}'
+}
+
+run_one() {
+  local rep=$1 batch=$2 clients=$3 side=$4
+  local jobs=$(( clients < ncpu ? clients : ncpu )) key=$side/$batch/$clients q
+  local fill before after msgs xacts tps lat rate attempt drained first last mpx
+  q=$(queue_of "$side")
+
+  for attempt in 1 2 3 4; do
+    drained=0
+    fill=$(fill_of "$batch" "$clients")
+    sql -c "SELECT queue.purge('$q')" >/dev/null
+    fill_queue "$q" "$fill"
+    sql -c "VACUUM (ANALYZE) ${tables[$side]}"
+    sql -c "CHECKPOINT"
+    before=$(count_rows "$side")
+    if ! pgbench -n -M prepared -c "$clients" -j "$jobs" -T "$secs" -P 1 \
+         -f "$here/pgbench/queue_read_ack_$batch.sql" -D "queue=$q" >"$pgb_log" 2>&1; then
+      say "pgbench failed: batch $batch, $clients clients, $side (attempt $attempt):"
+      tail -n 20 "$pgb_log" | tee -a "$report"
+      [ "$attempt" -lt 2 ] && continue
+      exit 1
+    fi
+    after=$(count_rows "$side")
+    sql -c "SELECT queue.purge('$q')" >/dev/null
+    # fewer left than a batch per client (or, in the FIFO queue, than a
+    # message per group): reads may have come back short for want of messages
+    if [ "$after" -lt $((clients * batch)) ] || [ "$after" -lt "$groups" ]; then
+      drained=1
+      est[$key]=$(( ${est[$key]} * 2 ))
+      if [ "$attempt" -lt 4 ]; then
+        say "  ($side drained its $fill messages: filling twice as many and running again)"
+        continue
+      fi
+      say "  ($side drained its $fill messages again: its rate below is a lower bound)"
+    fi
+    break
+  done
+
+  xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$pgb_log")
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$pgb_log")
+  lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$pgb_log")
+  first=$(sed -n 's/^progress: [0-9.]* s, \([0-9.]*\) tps.*/\1/p' "$pgb_log" | head -n 1)
+  last=$(sed -n 's/^progress: [0-9.]* s, \([0-9.]*\) tps.*/\1/p' "$pgb_log" | tail -n 1)
+  msgs=$((before - after))
+  rate=$(awk -v m="$msgs" -v x="$xacts" -v t="$tps" 'BEGIN {printf "%.0f", (x > 0 ? m * t / x : 0)}')
+  mpx=$(awk -v m="$msgs" -v x="$xacts" 'BEGIN {printf "%.1f", (x > 0 ? m / x : 0)}')
+  rates[$key]+=" $rate"
+  per_xact[$key]+=" $mpx"
+  decay[$key]+=" $(awk -v a="${first:-0}" -v b="${last:-0}" 'BEGIN {printf "%.0f", (a > 0 ? 100 * b / a : 0)}')"
+  last_rate=$rate
+  if [ "$drained" = 0 ]; then
+    est[$key]=$(tr ' ' '\n' <<<"${rates[$key]}" | grep . | sort -g | tail -n 1)
+    [ "${est[$key]}" -lt 1000 ] && est[$key]=1000
+  fi
+  echo "$stamp,$rep,$batch,$clients,$jobs,$side,$groups,$secs,$xacts,$tps,$msgs,$rate,$mpx,$lat,${first:-},${last:-},$fill,$after,$drained" >>"$runs_csv"
+  nruns=$((nruns + 1))
+  say "$(printf '  [%2d/%d %4ds] batch %3s  clients %2s  %-5s %9s msg/s  (%s transactions, %s msg each, latency %s ms, first/last second %s/%s tps)' \
+    "$nruns" "$total_runs" "$(( $(date +%s) - started ))" "$batch" "$clients" "$side" "$rate" "$xacts" "$mpx" "$lat" "${first:--}" "${last:--}")"
+}
+
+# ---- the run -------------------------------------------------------------------
+
+echo "stamp,rep,batch,clients,jobs,side,groups,seconds,transactions,tps,messages,msg_per_s,msg_per_xact,latency_ms,first_s_tps,last_s_tps,fill,left_after,drained" >"$runs_csv"
+started=$(date +%s)
+total_runs=$(( repeat * 2 * $(wc -w <<<"$batches") * $(wc -w <<<"$clients_list") ))
+cell=0
+for ((rep = 1; rep <= repeat; rep++)); do
+  say "repetition $rep of $repeat"
+  for batch in $batches; do
+    for clients in $clients_list; do
+      if (( (rep + cell) % 2 )); then
+        run_one "$rep" "$batch" "$clients" fifo; f=$last_rate
+        run_one "$rep" "$batch" "$clients" plain; p=$last_rate
+      else
+        run_one "$rep" "$batch" "$clients" plain; p=$last_rate
+        run_one "$rep" "$batch" "$clients" fifo; f=$last_rate
+      fi
+      ratios[$batch/$clients]+=" $(awk -v f="$f" -v p="$p" 'BEGIN {printf "%.1f", (p > 0 ? 100 * f / p : 0)}')"
+      cell=$((cell + 1))
+    done
+  done
+done
+
+sql >/dev/null <<'SQL'
+SET client_min_messages = warning;
+SELECT queue.drop('bench_fifo');
+SELECT queue.drop('bench_plain');
+SQL
+
+# ---- the table -----------------------------------------------------------------
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+minmax() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo+0, hi+0}'; }
+
+say ""
+say "FIFO read + ack, $groups groups: median messages per second over $repeat runs of $secs s each"
+say "ratio = fifo / plain of the medians; range = of each repetition's own pair; msg/xact = messages a FIFO transaction got;"
+say "last/first s = the FIFO run's last second's rate as % of its first (median); spread = (max - min) / median"
+say ""
+line=$(printf '%5s %7s %11s %12s %9s %12s %8s %12s %12s %12s' batch clients "fifo msg/s" "plain msg/s" "ratio (%)" "ratio range" target "msg/xact f" "last/first s" "spread f/p")
+say "$line"
+say "$(printf '%s\n' "$line" | tr -c '\n' '-')"
+echo "batch,clients,groups,fifo_msg_per_s,plain_msg_per_s,ratio_pct,ratio_min,ratio_max,target_pct,fifo_msg_per_xact,fifo_last_first_pct,fifo_min,fifo_max,plain_min,plain_max,runs" >"$summary_csv"
+for batch in $batches; do
+  for clients in $clients_list; do
+    fs=${rates[fifo/$batch/$clients]:-}
+    ps=${rates[plain/$batch/$clients]:-}
+    f=$(median <<<"$fs")
+    p=$(median <<<"$ps")
+    read -r flo fhi <<<"$(minmax <<<"$fs")"
+    read -r plo phi <<<"$(minmax <<<"$ps")"
+    read -r rlo rhi <<<"$(minmax <<<"${ratios[$batch/$clients]:-}")"
+    ratio=$(awk -v f="$f" -v p="$p" 'BEGIN {printf "%.0f", (p > 0 ? 100 * f / p : 0)}')
+    mpx=$(median <<<"${per_xact[fifo/$batch/$clients]:-}")
+    dec=$(median <<<"${decay[fifo/$batch/$clients]:-}")
+    spread=$(awk -v f="$f" -v p="$p" -v a="$flo" -v b="$fhi" -v c="$plo" -v d="$phi" \
+      'BEGIN {printf "%d%%/%d%%", (f > 0 ? 100 * (b - a) / f : 0), (p > 0 ? 100 * (d - c) / p : 0)}')
+    if [ "$ratio" -ge "$TARGET_RATIO" ]; then mark=">=$TARGET_RATIO ok"; else mark=">=$TARGET_RATIO no"; fi
+    say "$(printf '%5s %7s %11.0f %12.0f %9s %12s %8s %12s %12s %12s' "$batch" "$clients" "$f" "$p" "$ratio" \
+      "$(printf '%.0f-%.0f' "$rlo" "$rhi")" "$mark" "$mpx/$batch" "$dec%" "$spread")"
+    echo "$batch,$clients,$groups,$f,$p,$ratio,$rlo,$rhi,$TARGET_RATIO,$mpx,$dec,$flo,$fhi,$plo,$phi,$repeat" >>"$summary_csv"
+  done
+done
+say ""
+say "took $(( $(date +%s) - started )) s; report and CSV files: $out/bench-$stamp-fifo*"
