@@ -459,8 +459,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
 		exclude = lease_ids(meta->id, locked_ids, nheld + delivered, &nexclude);
-		claimed = storage_claim(meta->id, meta->fifo, now, exclude, nexclude,
-								max_messages - delivered);
+		claimed = storage_claim(meta, now, exclude, nexclude, max_messages - delivered);
 		if (claimed.ntuples == 0)
 			break;
 
