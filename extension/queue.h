@@ -190,6 +190,10 @@ typedef enum StorageStatement
 	STMT_CLAIM_IDS_FIFO,
 	STMT_CLAIM_PRIORITY,
 	STMT_CLAIM_PRIORITY_FIFO,
+	STMT_FAIR_KEYS,
+	STMT_CLAIM_FAIR,
+	STMT_CLAIM_FAIR_FIFO,
+	STMT_CLAIM_UNGROUPED,
 	STMT__COUNT
 } StorageStatement;
 
@@ -213,14 +217,14 @@ typedef struct StorageRows
 
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
 extern Datum storage_id_array(const int64 *ids, int n);
-extern void storage_create_tables(int64 queue_id, bool logged, bool fifo);
+extern void storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair);
 extern void storage_set_logged(int64 queue_id, bool logged);
 extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
 extern uint64 storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls);
-extern StorageRows storage_claim(int64 queue_id, bool fifo, TimestampTz now,
+extern StorageRows storage_claim(const QueueMeta *meta, TimestampTz now,
 								 const int64 *exclude, int nexclude, int limit);
 extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id,
 								 Datum *values, const char *nulls, uint64 expect);
@@ -248,6 +252,9 @@ extern int	segment_for_insert(int64 queue_id);
 extern void segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at);
 extern void segment_note_priority(int64 queue_id, int seg);
 extern bool segment_prioritized(int64 queue_id);
+#define FAIR_CURSOR_BYTES 64
+extern void segment_fair_cursor(int64 queue_id, char *key);
+extern void segment_set_fair_cursor(int64 queue_id, const char *key);
 extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
 extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
 extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);

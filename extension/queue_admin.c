@@ -51,15 +51,13 @@ static const QueueMeta *
 dead_letter_arg(FunctionCallInfo fcinfo, int argno, const char *own_name)
 {
 	char	   *name = queue_name_arg(fcinfo, argno, "dead_letter_queue");
-	const QueueMeta *dlq;
 
 	if (own_name != NULL && strcmp(name, own_name) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a queue cannot be its own dead-letter queue")));
-	dlq = queue_lookup(name, false);
-	queue_require_privilege(dlq, QUEUE_PRIV_SEND);
-	return dlq;
+	/* locked, so that a concurrent drop either waits or is seen */
+	return queue_open(fcinfo, argno, "dead_letter_queue", QUEUE_PRIV_SEND);
 }
 
 static void
@@ -144,10 +142,6 @@ queue_create(PG_FUNCTION_ARGS)
 	fifo = PG_GETARG_BOOL(7);
 	require_not_null(fcinfo, 8, "fair");
 	fair = PG_GETARG_BOOL(8);
-	if (fair)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("fair queues are not implemented yet")));
 	check_settings(&s);
 	/* concurrent creates of one name wait here, then see each other */
 	LockRelationOid(catalog_relid(), ShareRowExclusiveLock);
@@ -166,7 +160,7 @@ queue_create(PG_FUNCTION_ARGS)
 			" dedup_window, fifo, fair) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
 			10, types, values, nulls);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	storage_create_tables(id, logged, fifo);
+	storage_create_tables(id, logged, fifo, fair);
 	catalog_changed();
 	owner_context_exit(&ctx);
 	pending_created(id);
@@ -525,7 +519,7 @@ queue_redrive(PG_FUNCTION_ARGS)
 	}
 	if (!PG_ARGISNULL(1))
 	{
-		const QueueMeta *target = queue_lookup(queue_name_arg(fcinfo, 1, "target"), false);
+		const QueueMeta *target = queue_open(fcinfo, 1, "target", QUEUE_PRIV_SEND);
 
 		if (target->id == dlq->id)
 			ereport(ERROR,
@@ -540,6 +534,9 @@ queue_redrive(PG_FUNCTION_ARGS)
 
 		if (moved >= limit)
 			break;
+		/* locked against a drop, like every queue a call writes to */
+		if (origin != NULL)
+			origin = queue_lock(origin, AccessShareLock);
 		if (origin == NULL)
 		{
 			ereport(NOTICE,

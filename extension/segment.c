@@ -71,6 +71,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
@@ -119,6 +120,7 @@ typedef struct SegState
 	TimestampTz next_check;		/* maintenance is not looked at before */
 	int64		first_id[QUEUE_SEGMENTS];	/* per table: ids from here on went to it */
 	SegHint		hint[QUEUE_SEGMENTS];
+	char		fair_cursor[FAIR_CURSOR_BYTES]; /* a fair queue's next turn is after it */
 } SegState;
 
 /* A change of a queue's ring made by this transaction, applied at commit. */
@@ -276,6 +278,7 @@ segment_ring(int64 queue_id)
 		st->tail = tail;
 		st->head_since = GetCurrentTimestamp();
 		st->next_check = 0;
+		st->fair_cursor[0] = '\0';
 		for (int i = 0; i < QUEUE_SEGMENTS; i++)
 		{
 			st->first_id[i] = 0;
@@ -404,6 +407,43 @@ segment_prioritized(int64 queue_id)
 		prioritized = st->hint[g % QUEUE_SEGMENTS].prioritized;
 	SpinLockRelease(&st->mutex);
 	return prioritized;
+}
+
+/*
+ * The group key a fair queue's next claim starts after (into key, which has
+ * room for FAIR_CURSOR_BYTES): "" starts from the first key.
+ */
+void
+segment_fair_cursor(int64 queue_id, char *key)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	key[0] = '\0';
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	if (st->loaded)
+		strlcpy(key, st->fair_cursor, FAIR_CURSOR_BYTES);
+	SpinLockRelease(&st->mutex);
+}
+
+/*
+ * Records the last group key a fair claim served.  A longer key is kept
+ * cut (at a character boundary): the next claim starts at that key again
+ * rather than after it, which costs the key one extra turn at most.
+ */
+void
+segment_set_fair_cursor(int64 queue_id, const char *key)
+{
+	SegState   *st = seg_find(queue_id, false);
+	int			len = pg_mbcliplen(key, strlen(key), FAIR_CURSOR_BYTES - 1);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	memcpy(st->fair_cursor, key, len);
+	st->fair_cursor[len] = '\0';
+	SpinLockRelease(&st->mutex);
 }
 
 /*

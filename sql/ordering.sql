@@ -88,6 +88,37 @@ SELECT count(*) AS sent FROM (
 SELECT payload FROM queue.pop('ffp', 10);
 SELECT payload FROM queue.pop('ffp', 10);
 
+-- Fair queues: turns go round-robin across group keys, one message a key a
+-- turn, from where the last read stopped; messages without a key have one
+-- turn a round.  A key with many messages waiting does not hold back another
+-- key's single one.
+SELECT queue.create('fa', fair => true) IS NOT NULL AS created;
+SELECT count(*) AS sent FROM queue.send_batch('fa',
+  ARRAY['"big 1"', '"big 2"', '"big 3"', '"big 4"', '"big 5"', '"big 6"']::jsonb[], group_key => 'big');
+SELECT queue.send('fa', '"a 1"', group_key => 'a') IS NOT NULL AS sent;
+SELECT queue.send('fa', '"b 1"', group_key => 'b') IS NOT NULL AS sent;
+SELECT queue.send('fa', '"no key"') IS NOT NULL AS sent;
+SELECT payload FROM queue.read('fa', 2);
+SELECT payload FROM queue.read('fa', 2);
+SELECT payload FROM queue.read('fa', 10);
+-- within a key, priority first
+SELECT count(*) AS sent FROM (
+  SELECT queue.send('fa', '"c low"', group_key => 'c')
+  UNION ALL SELECT queue.send('fa', '"c high"', group_key => 'c', priority => 3)
+  UNION ALL SELECT queue.send('fa', '"d low"', group_key => 'd')) s;
+SELECT payload FROM queue.pop('fa', 10);
+-- fair and FIFO: one message a group at a time, groups in turns
+SELECT queue.create('faf', fair => true, fifo => true) IS NOT NULL AS created;
+SELECT count(*) AS sent FROM (
+  SELECT queue.send('faf', '"x1"', group_key => 'x')
+  UNION ALL SELECT queue.send('faf', '"x2"', group_key => 'x')
+  UNION ALL SELECT queue.send('faf', '"y1"', group_key => 'y')
+  UNION ALL SELECT queue.send('faf', '"n1"')
+  UNION ALL SELECT queue.send('faf', '"n2"')) s;
+SELECT payload FROM queue.pop('faf', 10);
+SELECT payload FROM queue.pop('faf', 10);
+SELECT fifo, fair FROM queue.queues WHERE queue_name IN ('fa', 'faf') ORDER BY queue_name;
+
 -- Errors: priority out of range or NULL, fifo or fair NULL: 22023.
 SELECT queue.send('pr', '"x"', priority => -1);
 \echo :SQLSTATE
@@ -116,4 +147,4 @@ SELECT count(*) FROM queue.read('pr');
 ROLLBACK;
 
 DROP TABLE ff_held;
-SELECT queue.drop(q) FROM unnest(ARRAY['pr_dl', 'pr_dlq', 'pr', 'pr_seg', 'ff', 'ffp']) q;
+SELECT queue.drop(q) FROM unnest(ARRAY['pr_dl', 'pr_dlq', 'pr', 'pr_seg', 'ff', 'ffp', 'fa', 'faf']) q;
