@@ -204,10 +204,11 @@ range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print 
 say ""
 say "fairness: $keys single messages behind $backlog of one key; batches counted from the first read after their commit"
 say "first / last = the batch that delivered the first / the last single (range over $repeat runs);"
-say "least = ceil($keys / batch), the fewest batches that can hold them all (round-robin may add one for the big key's turn);"
+say "least = ceil($keys / batch), the fewest batches that can hold them all (round-robin may add one for the big key's turn),"
+say "over least = last (median) - least; target: the last within the first $TARGET_BATCHES batches (only batches of $((keys / TARGET_BATCHES)) or more can);"
 say "ms = from the singles' commit to the read that returned the last of them (median)"
 say ""
-line=$(printf '%-5s %5s %7s %7s %10s %11s %11s %10s %8s' side batch first last "last ms" "in batch 1" "in 1 and 2" "least" target)
+line=$(printf '%-5s %5s %7s %7s %10s %11s %11s %6s %11s %8s' side batch first last "last ms" "in batch 1" "in 1 and 2" least "over least" target)
 say "$line"
 say "$(printf '%s\n' "$line" | tr -c '\n' '-')"
 echo "side,batch,backlog,keys,first_batch_median,last_batch_median,last_batch_min_max,last_ms_median,singles_in_batch_1,singles_in_batches_1_2,least_batches,target_batches,runs" >"$summary_csv"
@@ -217,8 +218,9 @@ for batch in $batches; do
     bound=$(( (keys + batch - 1) / batch ))
     l=$(median <<<"${last_b[$k]}")
     if awk -v l="$l" -v t="$TARGET_BATCHES" 'BEGIN {exit !(l <= t)}'; then mark="<=$TARGET_BATCHES ok"; else mark="<=$TARGET_BATCHES no"; fi
-    say "$(printf '%-5s %5s %7s %7s %10s %11s %11s %10s %8s' "$side" "$batch" "$(range <<<"${first_b[$k]}")" \
-      "$(range <<<"${last_b[$k]}")" "$(median <<<"${last_ms[$k]}")" "$(range <<<"${in1[$k]}")" "$(range <<<"${in2[$k]}")" "$bound" "$mark")"
+    say "$(printf '%-5s %5s %7s %7s %10s %11s %11s %6s %11s %8s' "$side" "$batch" "$(range <<<"${first_b[$k]}")" \
+      "$(range <<<"${last_b[$k]}")" "$(median <<<"${last_ms[$k]}")" "$(range <<<"${in1[$k]}")" "$(range <<<"${in2[$k]}")" \
+      "$bound" "+$(awk -v l="$l" -v b="$bound" 'BEGIN {print l - b}')" "$mark")"
     echo "$side,$batch,$backlog,$keys,$(median <<<"${first_b[$k]}"),$l,$(range <<<"${last_b[$k]}"),$(median <<<"${last_ms[$k]}"),$(median <<<"${in1[$k]}"),$(median <<<"${in2[$k]}"),$bound,$TARGET_BATCHES,$repeat" >>"$summary_csv"
   done
 done
