@@ -43,10 +43,21 @@
 #   first message is held at a gate, messages without a group key and of
 #   another group sent after the stuck group's next two messages are
 #   handled, and those two are not; opened, the gate lets the stuck group
-#   go on, in order.
+#   go on, in order;
+# - an external reader holding a group's first message in an open
+#   transaction holds back neither the drain's other groups nor anything
+#   but that group's second message, without priorities and with them.
+#
+# Two checks are TODO, for what the extension does not do yet: after the
+# reader acks the first message and commits (no lease was written), the
+# workers waiting for messages are not woken, so the group's second message
+# waits for some other event; and with priorities the FIFO priority claim
+# sorts after its filter, so the reader's queue.read(1) takes the group
+# lock of every visible prioritized head, and the drain handles none of
+# the other groups until the reader's transaction ends.
 #
 # Against a queue created without fifo => true, the order, one-at-a-time,
-# and stuck-group checks fail (checked by hand, not here).
+# stuck-group and reader checks fail (checked by hand, not here).
 
 use strict;
 use warnings;
@@ -265,7 +276,7 @@ note sprintf('drained %.1f s after the producers were done, %.1f s after the sta
 # exactly once
 is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) FROM ledger WHERE phase = 'main'}),
 	"$nsent,$nsent", 'every message was handled, each once');
-is( sql(q{SELECT count(*) FROM sent s FULL JOIN ledger l USING (id)
+is( sql(q{SELECT count(*) FROM sent s FULL JOIN (SELECT * FROM ledger WHERE phase = 'main') l USING (id)
 		  WHERE s.id IS NULL OR l.id IS NULL
 		     OR s.grp IS DISTINCT FROM l.grp OR s.seq IS DISTINCT FROM l.seq}),
 	'0', 'the ledger holds exactly the messages sent, by id, group and place');
@@ -374,6 +385,112 @@ is( sql(q{SELECT string_agg(seq || ':' || pred_seen, ',' ORDER BY ord) FROM ledg
 	'1:true,2:true,3:true', 'stuck: in order, one at a time');
 is(sql(qq{SELECT count(*) FROM ledger WHERE grp = 1000 AND seq = 1 AND id = $stuck_id}),
 	'1', 'stuck: the gated message is handled once');
+
+# --- an external reader holding a group's head -------------------------------------------
+
+# The consumer is paused while the messages are sent, so that the reader
+# (a session reading in an open transaction) takes a group's first message
+# before the drain sees any; then the consumer resumes.
+my $reader = $node->background_psql('postgres');
+
+sub pause_consumer
+{
+	my ($what) = @_;
+	$node->safe_psql('postgres', q{SET ROLE app; SELECT queue.pause('fifo_c')});
+	wait_until(q{SELECT count(*) = 0 FROM queue.workers WHERE consumer_name = 'fifo_c'},
+		"$what: the paused consumer's workers leave");
+	return;
+}
+
+sub resume_consumer
+{
+	$node->safe_psql('postgres', q{SET ROLE app; SELECT queue.resume('fifo_c')});
+	return;
+}
+
+# Reads one message in the reader's open transaction: (id, receipt, group).
+sub reader_takes_one
+{
+	$reader->query_safe('BEGIN');
+	return split /,/,
+	  $reader->query_safe(
+		q{SELECT id || ',' || receipt || ',' || (payload->>'grp') FROM queue.read('fifo', 1)});
+}
+
+# Polls a query for up to $secs seconds; true when it returned 't'.
+sub true_within
+{
+	my ($query, $secs) = @_;
+	my $deadline = time + $secs;
+	while (time < $deadline)
+	{
+		return 1 if sql($query) eq 't';
+		Time::HiRes::sleep(0.1);
+	}
+	return 0;
+}
+
+note 'a reader holding a group';
+pause_consumer('reader');
+sql(q{
+BEGIN;
+SELECT queue.send('fifo', jsonb_build_object('grp', 2000, 'seq', s, 'phase', 'reader'), group_key => 'g2000')
+FROM generate_series(1, 2) s;
+SELECT queue.send('fifo', jsonb_build_object('grp', g, 'seq', 1, 'phase', 'reader'), group_key => 'g' || g)
+FROM generate_series(2001, 2020) g;
+COMMIT;});
+my ($rid, $receipt, $rgrp) = reader_takes_one();
+is($rgrp, '2000', 'reader: the reader holds group 2000\'s first message, in an open transaction');
+resume_consumer();
+wait_until(q{SELECT count(*) = 20 FROM ledger WHERE grp BETWEEN 2001 AND 2020},
+	'reader: the drain handles the 20 other groups meanwhile');
+is(sql(q{SELECT count(*) FROM ledger WHERE grp = 2000}),
+	'0', 'reader: but not group 2000\'s second message');
+$reader->query_safe(qq{SELECT queue.ack('fifo', $rid, $receipt)});
+$reader->query_safe('COMMIT');
+TODO:
+{
+	local $TODO =
+	  'removing a group\'s head without a lease (read and ack in one transaction, pop) wakes no waiting worker';
+	ok( true_within(q{SELECT count(*) = 1 FROM ledger WHERE grp = 2000}, 5),
+		'reader: once the reader acked the first message and committed, waiting workers handle the second within 5 s');
+}
+# any send wakes the workers
+sql(q{SELECT queue.send('fifo', '{"grp": null, "phase": "nudge"}')});
+wait_until(q{SELECT count(*) = 1 FROM ledger WHERE grp = 2000 AND seq = 2},
+	'reader: group 2000\'s second message is handled, once');
+
+note 'a reader holding a group, with priorities';
+pause_consumer('reader, priorities');
+sql(q{
+BEGIN;
+SELECT queue.send('fifo', jsonb_build_object('grp', 3000, 'seq', s, 'phase', 'reader'), group_key => 'g3000',
+                  priority => 9)
+FROM generate_series(1, 2) s;
+SELECT queue.send('fifo', jsonb_build_object('grp', g, 'seq', 1, 'phase', 'reader'), group_key => 'g' || g,
+                  priority => 1)
+FROM generate_series(3001, 3020) g;
+COMMIT;});
+($rid, $receipt, $rgrp) = reader_takes_one();
+is($rgrp, '3000', 'reader, priorities: the reader holds group 3000\'s first message (the highest priority)');
+resume_consumer();
+TODO:
+{
+	local $TODO =
+	  'the FIFO priority claim sorts after its filter: it takes the group lock of every visible prioritized head';
+	ok( true_within(q{SELECT count(*) = 20 FROM ledger WHERE grp BETWEEN 3001 AND 3020}, 10),
+		'reader, priorities: the drain handles the 20 other groups meanwhile');
+}
+is(sql(q{SELECT count(*) FROM ledger WHERE grp = 3000}),
+	'0', 'reader, priorities: but not group 3000\'s messages');
+# a rollback wakes the workers: the reader's message is theirs again
+$reader->query_safe('ROLLBACK');
+wait_until(q{SELECT count(*) = 22 FROM ledger WHERE grp BETWEEN 3000 AND 3020},
+	'reader, priorities: once the reader rolls back, every message is handled');
+is(sql(q{SELECT string_agg(seq::text, ',' ORDER BY ord) FROM ledger WHERE grp = 3000}),
+	'1,2', 'reader, priorities: group 3000 in order');
+$reader->quit;
+
 wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'fifo'},
 	'the queue is empty');
 is(sql(q{SELECT count(*) - count(DISTINCT id) FROM ledger}), '0', 'no message handled twice');
