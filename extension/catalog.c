@@ -159,6 +159,14 @@ owner_context_enter(OwnerContext *ctx)
 	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	/*
+	 * Nor through a bitmap: a queue's indexes are mostly entries of rows
+	 * already deleted, which index scans learn to skip (killed items) and
+	 * bitmap scans visit in the heap every time.
+	 */
+	(void) set_config_option("enable_bitmapscan", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	/* the few scans left then look costly enough to compile: not worth it */
 	(void) set_config_option("jit", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,

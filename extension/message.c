@@ -143,6 +143,19 @@ priority_arg(FunctionCallInfo fcinfo, int argno)
 	return Int32GetDatum(priority);
 }
 
+/*
+ * Counts messages acknowledged (deleted) by this transaction.  In a FIFO
+ * queue that frees their groups' next messages: readers waiting for
+ * messages are woken at commit, as by a send.
+ */
+static void
+messages_removed(const QueueMeta *meta, int64 n)
+{
+	pending_removed(meta->id, n, true);
+	if (meta->fifo && n > 0)
+		pending_wake(meta->id);
+}
+
 /* A dedup_key: between 1 and GROUP_KEY_MAXLEN bytes, like a group key. */
 static void
 check_dedup_key(Datum key)
@@ -384,6 +397,9 @@ dead_letter_ids(const QueueMeta *meta, Datum ids)
 	moved = storage_move(STMT_DEAD_LETTER, meta->id, meta->dead_letter_id, values, NULL);
 	if (moved > 0)
 		pending_dead_lettered(meta->id, meta->dead_letter_id, (int64) moved);
+	/* their groups' next messages are free now */
+	if (moved > 0 && meta->fifo)
+		pending_wake(meta->id);
 	return (int64) moved;
 }
 
@@ -502,7 +518,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 		(void) storage_by_id(STMT_DELETE_IDS, meta->id, lowest(delivered_ids, delivered),
 							 &ids, NULL, (uint64) delivered);
-		pending_removed(meta->id, delivered, true);
+		messages_removed(meta, delivered);
 	}
 	return delivered;
 }
@@ -578,7 +594,7 @@ settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 		uint64		deleted = storage_by_id(STMT_DELETE_IDS, meta->id, lowest(done, ndone),
 											&ids, NULL, (uint64) ndone).processed;
 
-		pending_removed(meta->id, (int64) deleted, true);
+		messages_removed(meta, (int64) deleted);
 	}
 	if (nfailed > 0)
 	{
@@ -690,7 +706,7 @@ delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsi
 	}
 	owner_context_exit(&ctx);
 	if (deleted > 0)
-		pending_removed(meta->id, (int64) deleted, true);
+		messages_removed(meta, (int64) deleted);
 	return deleted;
 }
 
@@ -724,7 +740,7 @@ settle_leased(const QueueMeta *meta, int64 id, int64 receipt, const FailedMessag
 	{
 		if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 			return false;
-		pending_removed(meta->id, 1, true);
+		messages_removed(meta, 1);
 		pending_hidden(meta->id, old_visible_at, -1, 0);
 		return true;
 	}
@@ -770,7 +786,7 @@ queue_ack(PG_FUNCTION_ARGS)
 	args[1] = Int64GetDatum(receipt);
 	if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 		PG_RETURN_BOOL(false);
-	pending_removed(meta->id, 1, true);
+	messages_removed(meta, 1);
 	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }
@@ -874,7 +890,7 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	owner_context_exit(&ctx);
 
 	if (acked.processed > 0)
-		pending_removed(meta->id, (int64) acked.processed, true);
+		messages_removed(meta, (int64) acked.processed);
 	PG_RETURN_NULL();
 }
 
@@ -961,7 +977,7 @@ queue_archive(PG_FUNCTION_ARGS)
 
 	if (archived.processed == 0)
 		PG_RETURN_BOOL(false);
-	pending_removed(meta->id, 1, true);
+	messages_removed(meta, 1);
 	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }

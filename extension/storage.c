@@ -77,9 +77,12 @@ static HTAB *plan_cache = NULL;
  * and the group's lock is free.  The lock closes the window between a
  * reader locking a head and its lease (or its drain batch) committing; it
  * is taken last, so that a group is locked only when its head is taken.
+ * The row comparison can only be an index condition on the group index,
+ * never on the primary key, whatever the table's statistics when planned.
  */
 #define FIFO_HEAD " AND (m.group_key IS NULL OR CASE WHEN" \
-	" NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key AND e.id < m.id)" \
+	" NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
+	"  AND (e.group_key, e.id) < (m.group_key, m.id))" \
 	" AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
 	"  AND e.receipt IS NOT NULL AND e.visible_at > $1)" \
 	" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END)"
