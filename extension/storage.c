@@ -778,7 +778,8 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 		{
 			claim_segment(fifo ? STMT_CLAIM_FAIR_FIFO : STMT_CLAIM_FAIR, queue_id, -1, now,
 						  ids, nids, key_array, Int32GetDatum(per_key), r, limit);
-			served = r->ntuples - before;
+			if (round == 0)
+				served = r->ntuples - before;
 		}
 		/* one turn for the messages without a key, or the rest of the batch */
 		if (r->ntuples < limit)
