@@ -40,11 +40,15 @@
 #     and ROLLBACK: the message fails, never the server;
 #  G. DROP DATABASE and DROP EXTENSION while a consumer's worker is busy;
 #  H. max_worker_processes exhausted: three consumers want six workers,
-#     two slots are free.
+#     two slots are free;
+#  I. a synchronous streaming standby promoted while producers and the
+#     drain run on the primary, which stops at once: no launcher nor worker
+#     ran on the standby, every send the primary had committed is on the
+#     promoted standby, whose launcher starts and drains the rest.
 #
 # 002_crash.pl, 004_segments.pl, 010_consumers.pl and 011_consumer_faults.pl
 # test several of these in more detail (leases across a crash, recycling
-# cut short, promotion of a standby); this file puts them in one matrix,
+# cut short, a standby's consumers); this file puts them in one matrix,
 # each followed by the same ledger, amcheck and round-trip checks.
 
 use strict;
@@ -403,27 +407,36 @@ note 'D. immediate shutdown under load';
 make_queue('qext');
 # producers: batches and single sends to both queues, every seventh
 # transaction rolled back; the ledger rows go with the sends
-my $producer_sql = q{
-DO $$
+# $batches: the queue of the batches; $singles: the queue of single sends
+# with headers and a group key, if any; $pause: seconds between rounds
+sub producer_sql
+{
+	my ($batches, $singles, $pause) = @_;
+	$pause //= 0;
+	my $single = !$singles ? '' : qq{
+        INSERT INTO sent (id, q, expect)
+        SELECT queue.send('$singles', jsonb_build_object('i', i, 'tag', 'd'),
+                          headers => '{"h": 1}', group_key => 'g' || i % 3), '$singles', 'once';};
+	return qq{
+DO \$\$
 DECLARE i int := 0;
 BEGIN
     LOOP
         i := i + 1;
         INSERT INTO sent (id, q, expect)
-        SELECT id, 'qa', 'once'
-          FROM queue.send_batch('qa', ARRAY(SELECT jsonb_build_object('i', i, 'tag', 'd')
-                                              FROM generate_series(1, 1 + i % 20))) id;
-        INSERT INTO sent (id, q, expect)
-        SELECT queue.send('qext', jsonb_build_object('i', i, 'tag', 'd'),
-                          headers => '{"h": 1}', group_key => 'g' || i % 3), 'qext', 'once';
+        SELECT id, '$batches', 'once'
+          FROM queue.send_batch('$batches', ARRAY(SELECT jsonb_build_object('i', i, 'tag', 'd')
+                                                    FROM generate_series(1, 1 + i % 20))) id;$single
         IF i % 7 = 0 THEN
             ROLLBACK;
         ELSE
             COMMIT;
         END IF;
+        PERFORM pg_sleep($pause);
     END LOOP;
-END $$;
+END \$\$;
 };
+}
 # external consumers: read + ack + ledger in one transaction; every fifth
 # round takes a lease of 1 s and abandons it (delivered again later)
 my $consumer_sql = q{
@@ -445,7 +458,7 @@ BEGIN
 END $$;
 };
 my @load;
-for my $sql ($producer_sql, $producer_sql, $consumer_sql, $consumer_sql)
+for my $sql (producer_sql('qa', 'qext'), producer_sql('qa', 'qext'), $consumer_sql, $consumer_sql)
 {
 	my $s = $node->background_psql('postgres', on_error_stop => 0);
 	$s->query_until(qr/start/, "\\echo start\n$sql");
@@ -651,7 +664,76 @@ ok(!$node->log_contains(qr/terminated by signal|PANIC|TRAP:/, $offset), 'H: noth
 
 my ($n_sent, $n_processed) = split /\|/,
   sql(q{SELECT (SELECT count(*) FROM sent) || '|' || (SELECT count(*) FROM processed)});
+$node->stop;
+
+# ---- I. a streaming standby promoted under load ----------------------------------------
+
+note 'I. a synchronous standby promoted under load';
+my $primary = PostgreSQL::Test::Cluster->new('primary040');
+$primary->init(allows_streaming => 1);
+$primary->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'queue'
+queue.max_workers = 2
+queue.worker_idle_timeout = '2s'
+log_line_prefix = '%m [%p] %q%a '
+});
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE ROLE app LOGIN');
+$primary->safe_psql('postgres', $setup_sql);
+$node = $primary;
+make_queue('ping');
+make_queue('qp');
+as_app(q{SELECT queue.subscribe('cp', 'qp', 'handler(queue.message[])', batch_size => 100,
+                                max_concurrency => 2)});
+$primary->backup('backup');
+my $standby = PostgreSQL::Test::Cluster->new('standby040');
+$standby->init_from_backup($primary, 'backup', has_streaming => 1);
+$standby->start;
+$primary->append_conf('postgresql.conf', qq{synchronous_standby_names = '*'});
+$primary->reload;
+wait_until(q{SELECT sync_state = 'sync' FROM pg_stat_replication},
+	'I: the standby replicates synchronously');
+@load = ();
+for (1 .. 2)
+{
+	my $s = $primary->background_psql('postgres', on_error_stop => 0);
+	$s->query_until(qr/start/, "\\echo start\n" . producer_sql('qp', undef, 0.01));
+	push @load, $s;
+}
+wait_until(q{SELECT count(*) >= 500 FROM processed}, 'I: the primary sends and drains');
+# the standby runs no launcher and no worker, although messages replicate
+my $busy = 0;
+for (1 .. 10)
+{
+	$busy += $standby->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_stat_activity
+		  WHERE backend_type IN ('queue launcher', 'queue drain worker', 'queue maintenance')});
+	usleep(100_000);
+}
+is($busy, 0, 'I: no launcher nor worker on the standby, sampled over 1 s');
+my ($acked, $backlog) = split /\|/, $primary->safe_psql('postgres',
+	q{SELECT (SELECT count(*) FROM sent) || '|' || (SELECT messages FROM queue.queues WHERE queue_name = 'qp')});
+note "I: $backlog messages queued on the primary when it stops";
+$primary->stop('immediate');
+$faults++;
+eval { $_->quit; } for @load;
+$standby->promote;
+$node = $standby;
+wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+	'I: once promoted, the launcher starts');
+cmp_ok(sql('SELECT count(*) FROM sent'), '>=', $acked,
+	"I: every send the primary had committed before it went down is there ($acked)");
+send_n('qp', 100, '{"tag": "promoted"}');
+after_fault('I');
+is(sql(q{SELECT count(*) FROM processed WHERE tag = 'promoted'}), '100',
+	'I: the promoted standby\'s workers handle new messages');
+my ($i_sent, $i_processed) = split /\|/,
+  sql(q{SELECT (SELECT count(*) FROM sent) || '|' || (SELECT count(*) FROM processed)});
+$n_sent += $i_sent;
+$n_processed += $i_processed;
+$standby->stop;
+
 note sprintf('040_faults: %d faults, %d messages sent, %d effects, %.0f s',
 	$faults, $n_sent, $n_processed, time - $t_start);
-$node->stop;
 done_testing();
