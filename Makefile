@@ -19,6 +19,7 @@ OBJS = \
 	extension/consumer_views.o \
 	extension/maintain.o \
 	extension/dedup.o \
+	extension/group_lock.o \
 	bgworker/registry.o \
 	bgworker/ratelimit.o \
 	bgworker/maintenance.o \

@@ -47,7 +47,7 @@ static SPIPlanPtr lookup_plan = NULL;	/* by name */
 static SPIPlanPtr lookup_by_id_plan = NULL;
 
 #define META_COLUMNS "id, name, logged, visibility_timeout, max_attempts, " \
-	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window"
+	"dead_letter_queue, retention, owner, senders, readers, admins, dedup_window, fifo, fair"
 
 static void
 catalog_inval_callback(Datum arg pg_attribute_unused(), Oid relid)
@@ -159,6 +159,14 @@ owner_context_enter(OwnerContext *ctx)
 	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	/*
+	 * Nor through a bitmap: a queue's indexes are mostly entries of rows
+	 * already deleted, which index scans learn to skip (killed items) and
+	 * bitmap scans visit in the heap every time.
+	 */
+	(void) set_config_option("enable_bitmapscan", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	/* the few scans left then look costly enough to compile: not worth it */
 	(void) set_config_option("jit", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
@@ -215,6 +223,8 @@ meta_from_tuple(QueueMeta *meta, HeapTuple tup, TupleDesc desc)
 	meta->admins = copy_oid_array(SPI_getbinval(tup, desc, 11, &isnull), &meta->nadmins);
 	meta->dedup_window_usecs = interval_usecs(DatumGetIntervalP(SPI_getbinval(tup, desc, 12, &isnull)),
 											  "dedup_window");
+	meta->fifo = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+	meta->fair = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
 }
 
 /*

@@ -127,6 +127,35 @@ optional_group_key(FunctionCallInfo fcinfo, int argno, bool *isnull)
 	return PointerGetDatum(key);
 }
 
+/* The priority argument: 0 (the default, lowest) to QUEUE_MAX_PRIORITY. */
+static Datum
+priority_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32		priority;
+
+	require_not_null(fcinfo, argno, "priority");
+	priority = PG_GETARG_INT32(argno);
+	if (priority < 0 || priority > QUEUE_MAX_PRIORITY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority must be between 0 and %d", QUEUE_MAX_PRIORITY),
+				 errdetail("The priority given was %d.", priority)));
+	return Int32GetDatum(priority);
+}
+
+/*
+ * Counts messages acknowledged (deleted) by this transaction.  In a FIFO
+ * queue that frees their groups' next messages: readers waiting for
+ * messages are woken at commit, as by a send.
+ */
+static void
+messages_removed(const QueueMeta *meta, int64 n)
+{
+	pending_removed(meta->id, n, true);
+	if (meta->fifo && n > 0)
+		pending_wake(meta->id);
+}
+
 /* A dedup_key: between 1 and GROUP_KEY_MAXLEN bytes, like a group key. */
 static void
 check_dedup_key(Datum key)
@@ -149,8 +178,8 @@ static int64
 send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,
 		 bool *sent)
 {
-	Datum		args[6];
-	char		argnulls[6];
+	Datum		args[7];
+	char		argnulls[7];
 	bool		isnull;
 	int64		id;
 
@@ -165,23 +194,26 @@ send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Dat
 		*sent = false;
 		return id;
 	}
-	memcpy(args, values, sizeof(Datum) * 5);
-	memcpy(argnulls, nulls, 5);
-	args[5] = Int64GetDatum(id);
-	argnulls[5] = ' ';
+	memcpy(args, values, sizeof(Datum) * 6);
+	memcpy(argnulls, nulls, 6);
+	args[6] = Int64GetDatum(id);
+	argnulls[6] = ' ';
 	storage_send(STMT_SEND_WITH_ID, meta->id, args, argnulls);
 	return id;
 }
 
-/* queue.send(queue_name, payload, delay, headers, group_key, dedup_key) returns bigint */
+/*
+ * queue.send(queue_name, payload, delay, headers, group_key, dedup_key,
+ *			  priority) returns bigint
+ */
 Datum
 queue_send(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_SEND);
 	int64		delay = interval_arg_usecs(fcinfo, 2, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	bool		sent;
 	int64		id;
@@ -200,6 +232,7 @@ queue_send(PG_FUNCTION_ARGS)
 	nulls[3] = isnull ? 'n' : ' ';
 	values[4] = PG_GETARG_DATUM(1);
 	check_payload_size(values[4], values[3], nulls[3] == 'n');
+	values[5] = priority_arg(fcinfo, 6);
 	if (!PG_ARGISNULL(5))
 		check_dedup_key(PG_GETARG_DATUM(5));
 
@@ -265,7 +298,7 @@ dedup_keys_arg(FunctionCallInfo fcinfo, int argno, int npayloads, Datum **keys, 
 
 /*
  * queue.send_batch(queue_name, payloads, delay, headers, group_key,
- *					dedup_keys) returns setof bigint
+ *					dedup_keys, priority) returns setof bigint
  */
 Datum
 queue_send_batch(PG_FUNCTION_ARGS)
@@ -274,8 +307,8 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	int64		delay = interval_arg_usecs(fcinfo, 2, "delay", 0, QUEUE_MAX_DELAY_USECS, 0);
 	TimestampTz now = GetCurrentTimestamp();
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	Datum	   *payloads;
 	bool	   *payload_nulls;
@@ -308,6 +341,7 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	}
 	if (!PG_ARGISNULL(5))
 		dedup_keys_arg(fcinfo, 5, npayloads, &keys, &key_nulls);
+	values[5] = priority_arg(fcinfo, 6);
 	values[0] = TimestampTzGetDatum(now + delay);
 	values[1] = TimestampTzGetDatum(now);
 	values[4] = PG_GETARG_DATUM(1);
@@ -344,12 +378,28 @@ dead_letter_ids(const QueueMeta *meta, Datum ids)
 {
 	Datum		values[2];
 	uint64		moved;
+	const QueueMeta *target = queue_lookup_by_id(meta->dead_letter_id);
 
+	/*
+	 * The caller locked this queue, not its dead-letter queue: an alter may
+	 * have pointed it elsewhere since, and a drop removed the old one.
+	 */
+	if (target != NULL)
+		target = queue_lock(target, AccessShareLock);
+	if (target == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the dead-letter queue of queue \"%s\" was dropped while this statement ran",
+						meta->name),
+				 errhint("Try again: the queue's settings have changed.")));
 	values[0] = ids;
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	moved = storage_move(STMT_DEAD_LETTER, meta->id, meta->dead_letter_id, values, NULL);
 	if (moved > 0)
 		pending_dead_lettered(meta->id, meta->dead_letter_id, (int64) moved);
+	/* their groups' next messages are free now */
+	if (moved > 0 && meta->fifo)
+		pending_wake(meta->id);
 	return (int64) moved;
 }
 
@@ -399,6 +449,17 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 	if (nheld > 0)
 		memcpy(locked_ids, held, sizeof(int64) * nheld);
+	/*
+	 * A recycle's TRUNCATE empties a segment for a snapshot older than it,
+	 * whose copies of the segment's messages it cannot see: a group's
+	 * earlier message could seem gone.
+	 */
+	if (meta->fifo && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot read from FIFO queue \"%s\" in a %s transaction", meta->name,
+						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Read from FIFO queues in READ COMMITTED transactions.")));
 
 	for (;;)
 	{
@@ -414,7 +475,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
 		exclude = lease_ids(meta->id, locked_ids, nheld + delivered, &nexclude);
-		claimed = storage_claim(meta->id, now, exclude, nexclude, max_messages - delivered);
+		claimed = storage_claim(meta, now, exclude, nexclude, max_messages - delivered);
 		if (claimed.ntuples == 0)
 			break;
 
@@ -457,7 +518,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 		(void) storage_by_id(STMT_DELETE_IDS, meta->id, lowest(delivered_ids, delivered),
 							 &ids, NULL, (uint64) delivered);
-		pending_removed(meta->id, delivered, true);
+		messages_removed(meta, delivered);
 	}
 	return delivered;
 }
@@ -533,7 +594,7 @@ settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 		uint64		deleted = storage_by_id(STMT_DELETE_IDS, meta->id, lowest(done, ndone),
 											&ids, NULL, (uint64) ndone).processed;
 
-		pending_removed(meta->id, (int64) deleted, true);
+		messages_removed(meta, (int64) deleted);
 	}
 	if (nfailed > 0)
 	{
@@ -645,7 +706,7 @@ delete_locked(const QueueMeta *meta, const int64 *ids, int n, ReturnSetInfo *rsi
 	}
 	owner_context_exit(&ctx);
 	if (deleted > 0)
-		pending_removed(meta->id, (int64) deleted, true);
+		messages_removed(meta, (int64) deleted);
 	return deleted;
 }
 
@@ -679,7 +740,7 @@ settle_leased(const QueueMeta *meta, int64 id, int64 receipt, const FailedMessag
 	{
 		if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 			return false;
-		pending_removed(meta->id, 1, true);
+		messages_removed(meta, 1);
 		pending_hidden(meta->id, old_visible_at, -1, 0);
 		return true;
 	}
@@ -725,7 +786,7 @@ queue_ack(PG_FUNCTION_ARGS)
 	args[1] = Int64GetDatum(receipt);
 	if (!leased_statement(meta, STMT_ACK, args, NULL, &old_visible_at))
 		PG_RETURN_BOOL(false);
-	pending_removed(meta->id, 1, true);
+	messages_removed(meta, 1);
 	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }
@@ -829,7 +890,7 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	owner_context_exit(&ctx);
 
 	if (acked.processed > 0)
-		pending_removed(meta->id, (int64) acked.processed, true);
+		messages_removed(meta, (int64) acked.processed);
 	PG_RETURN_NULL();
 }
 
@@ -916,7 +977,7 @@ queue_archive(PG_FUNCTION_ARGS)
 
 	if (archived.processed == 0)
 		PG_RETURN_BOOL(false);
-	pending_removed(meta->id, 1, true);
+	messages_removed(meta, 1);
 	pending_hidden(meta->id, old_visible_at, -1, 0);
 	PG_RETURN_BOOL(true);
 }

@@ -28,6 +28,8 @@ CREATE TABLE queue_internal.queue (
     dead_letter_queue   pg_catalog.int8,  -- a queue id; queue.drop keeps it valid
     retention           pg_catalog.interval,
     dedup_window        pg_catalog.interval NOT NULL DEFAULT '5 minutes',
+    fifo                pg_catalog.bool NOT NULL DEFAULT false,
+    fair                pg_catalog.bool NOT NULL DEFAULT false,
     owner               pg_catalog.oid NOT NULL,
     senders             pg_catalog.oid[] NOT NULL DEFAULT '{}',
     readers             pg_catalog.oid[] NOT NULL DEFAULT '{}',
@@ -81,7 +83,8 @@ CREATE TYPE queue.message AS (
     visible_at   pg_catalog.timestamptz,
     attempts     pg_catalog.int4,
     last_error   pg_catalog.text,
-    receipt      pg_catalog.int8
+    receipt      pg_catalog.int8,
+    priority     pg_catalog.int4
 );
 COMMENT ON TYPE queue.message IS
   'A message as delivered: receipt is the lease of this delivery, to pass back to ack, nack, set_visibility and archive.';
@@ -108,11 +111,13 @@ CREATE FUNCTION queue.create(
     max_attempts        pg_catalog.int4 DEFAULT NULL,
     dead_letter_queue   pg_catalog.text DEFAULT NULL,
     retention           pg_catalog.interval DEFAULT NULL,
-    dedup_window        pg_catalog.interval DEFAULT '5 minutes')
+    dedup_window        pg_catalog.interval DEFAULT '5 minutes',
+    fifo                pg_catalog.bool DEFAULT false,
+    fair                pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.int8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_create';
-COMMENT ON FUNCTION queue.create(pg_catalog.text, pg_catalog.bool, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.interval) IS
-  'Creates a queue (durable unless logged => false) and returns its id; the caller becomes its owner.';
+COMMENT ON FUNCTION queue.create(pg_catalog.text, pg_catalog.bool, pg_catalog.interval, pg_catalog.int4, pg_catalog.text, pg_catalog.interval, pg_catalog.interval, pg_catalog.bool, pg_catalog.bool) IS
+  'Creates a queue (durable unless logged => false; fifo: one message of a group_key at a time, in order; fair: round-robin across group keys) and returns its id; the caller becomes its owner.';
 
 CREATE FUNCTION queue.alter(
     queue_name          pg_catalog.text,
@@ -161,11 +166,12 @@ CREATE FUNCTION queue.send(
     delay       pg_catalog.interval DEFAULT '0',
     headers     pg_catalog.jsonb DEFAULT NULL,
     group_key   pg_catalog.text DEFAULT NULL,
-    dedup_key   pg_catalog.text DEFAULT NULL)
+    dedup_key   pg_catalog.text DEFAULT NULL,
+    priority    pg_catalog.int4 DEFAULT 0)
 RETURNS pg_catalog.int8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_send';
-COMMENT ON FUNCTION queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text) IS
-  'Enqueues one message in the caller''s transaction and returns its id; with a dedup_key already sent within the queue''s dedup_window, returns that message''s id and enqueues nothing.';
+COMMENT ON FUNCTION queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS
+  'Enqueues one message in the caller''s transaction and returns its id; with a dedup_key already sent within the queue''s dedup_window, returns that message''s id and enqueues nothing; higher priority (0 to 32767) is delivered first.';
 
 CREATE FUNCTION queue.send_batch(
     queue_name  pg_catalog.text,
@@ -173,10 +179,11 @@ CREATE FUNCTION queue.send_batch(
     delay       pg_catalog.interval DEFAULT '0',
     headers     pg_catalog.jsonb DEFAULT NULL,
     group_key   pg_catalog.text DEFAULT NULL,
-    dedup_keys  pg_catalog.text[] DEFAULT NULL)
+    dedup_keys  pg_catalog.text[] DEFAULT NULL,
+    priority    pg_catalog.int4 DEFAULT 0)
 RETURNS SETOF pg_catalog.int8
 LANGUAGE c VOLATILE ROWS 100 AS 'MODULE_PATHNAME', 'queue_send_batch';
-COMMENT ON FUNCTION queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[]) IS
+COMMENT ON FUNCTION queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[], pg_catalog.int4) IS
   'Enqueues one message per array element, in order, and returns their ids in the same order; dedup_keys gives each element a deduplication key (or NULL), as in queue.send.';
 
 CREATE FUNCTION queue.read(
@@ -254,6 +261,15 @@ RETURNS pg_catalog.int4
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_recycle';
 COMMENT ON FUNCTION queue.recycle(pg_catalog.text) IS
   'Recycles the queue''s oldest segment table when it is drained and free (its last messages move forward, the table is emptied by TRUNCATE), then starts a new segment if the current one holds anything; returns how many segments it recycled. Runs by itself too.';
+
+-- The lock that keeps a group of a FIFO queue with one reader at a time:
+-- claims call it, as the extension's owner, for each group head they take.
+CREATE FUNCTION queue_internal.try_group_lock(queue_id pg_catalog.int8, group_key pg_catalog.text)
+RETURNS pg_catalog.bool
+LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'queue_try_group_lock';
+REVOKE ALL ON FUNCTION queue_internal.try_group_lock(pg_catalog.int8, pg_catalog.text) FROM PUBLIC;
+COMMENT ON FUNCTION queue_internal.try_group_lock(pg_catalog.int8, pg_catalog.text) IS
+  'Takes the transaction-level lock of a FIFO queue''s message group if it is free at once; used by the claim statements only.';
 
 -- Consumers ---------------------------------------------------------------
 
@@ -393,7 +409,9 @@ CREATE FUNCTION queue.queue_stats(
     OUT created_at          pg_catalog.timestamptz,
     OUT dedup_window        pg_catalog.interval,
     OUT segments            pg_catalog.int4,
-    OUT bytes               pg_catalog.int8)
+    OUT bytes               pg_catalog.int8,
+    OUT fifo                pg_catalog.bool,
+    OUT fair                pg_catalog.bool)
 RETURNS SETOF record
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_stats';
 COMMENT ON FUNCTION queue.queue_stats() IS 'The rows of the view queue.queues.';
@@ -455,8 +473,8 @@ GRANT EXECUTE ON FUNCTION
     queue.purge(pg_catalog.text),
     queue.grant(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
     queue.revoke(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
-    queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text),
-    queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[]),
+    queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text, pg_catalog.int4),
+    queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[], pg_catalog.int4),
     queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval),
     queue.pop(pg_catalog.text, pg_catalog.int4),
     queue.ack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),

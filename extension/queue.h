@@ -50,6 +50,7 @@ extern char **reset_names_arg(FunctionCallInfo fcinfo, int argno, int *n);
 #define QUEUE_MAX_DELAY_USECS		(INT64CONST(7) * USECS_PER_DAY)
 #define QUEUE_MAX_WAIT_USECS		(INT64CONST(1) * USECS_PER_HOUR)
 #define QUEUE_MAX_ATTEMPTS_LIMIT	1000
+#define QUEUE_MAX_PRIORITY			32767	/* priorities run from 0 (the default) */
 #define QUEUE_MIN_DEDUP_WINDOW_USECS	USECS_PER_SEC
 #define QUEUE_DEFAULT_DEDUP_WINDOW_USECS	(INT64CONST(5) * USECS_PER_MINUTE)
 #define QUEUE_MAX_RETENTION_USECS	(INT64CONST(3650) * USECS_PER_DAY)
@@ -130,6 +131,8 @@ typedef struct QueueMeta
 	int64		dead_letter_id; /* 0: none */
 	int64		retention_usecs;	/* -1: keep archived messages for ever */
 	int64		dedup_window_usecs;
+	bool		fifo;			/* one message of a group at a time, in order */
+	bool		fair;			/* round-robin across group keys */
 	Oid			owner;
 	int			nsenders;
 	Oid		   *senders;
@@ -183,6 +186,14 @@ typedef enum StorageStatement
 	STMT_LIST_ARCHIVE,
 	STMT_REDRIVE,
 	STMT_CLAIM_IDS,
+	STMT_CLAIM_FIFO,
+	STMT_CLAIM_IDS_FIFO,
+	STMT_CLAIM_PRIORITY,
+	STMT_CLAIM_PRIORITY_FIFO,
+	STMT_FAIR_KEYS,
+	STMT_CLAIM_FAIR,
+	STMT_CLAIM_FAIR_FIFO,
+	STMT_CLAIM_UNGROUPED,
 	STMT__COUNT
 } StorageStatement;
 
@@ -191,7 +202,7 @@ typedef enum StorageStatement
 #define MSG_COL_VISIBLE_AT	6
 #define MSG_COL_ATTEMPTS	7
 #define MSG_COL_RECEIPT		9
-#define MSG_NCOLS			9
+#define MSG_NCOLS			10
 
 /* Rows returned by a statement run over several segments, in SPI memory. */
 typedef struct StorageRows
@@ -201,20 +212,20 @@ typedef struct StorageRows
 	HeapTuple  *tuples;
 	TupleDesc	tupdesc;
 	int			ntables;		/* SPI tuple tables holding them */
-	SPITupleTable *tables[2 * 4];
+	SPITupleTable *tables[2 * 4 + 1];	/* two per segment, one over all */
 } StorageRows;
 
 extern SPIPlanPtr storage_plan(StorageStatement stmt, int64 queue_id, int64 other_id);
 extern Datum storage_id_array(const int64 *ids, int n);
-extern void storage_create_tables(int64 queue_id, bool logged);
+extern void storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair);
 extern void storage_set_logged(int64 queue_id, bool logged);
 extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
 extern uint64 storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls);
-extern StorageRows storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude,
-								 int nexclude, int limit);
+extern StorageRows storage_claim(const QueueMeta *meta, TimestampTz now,
+								 const int64 *exclude, int nexclude, int limit);
 extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id,
 								 Datum *values, const char *nulls, uint64 expect);
 extern uint64 storage_move(StorageStatement stmt, int64 queue_id, int64 target_id,
@@ -239,6 +250,11 @@ extern SegmentRing segment_ring(int64 queue_id);
 extern Oid	segment_relid(int64 queue_id, int seg);
 extern int	segment_for_insert(int64 queue_id);
 extern void segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at);
+extern void segment_note_priority(int64 queue_id, int seg);
+extern bool segment_prioritized(int64 queue_id);
+#define FAIR_CURSOR_BYTES 64
+extern void segment_fair_cursor(int64 queue_id, char *key);
+extern void segment_set_fair_cursor(int64 queue_id, const char *key);
 extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
 extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
 extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);

@@ -51,15 +51,13 @@ static const QueueMeta *
 dead_letter_arg(FunctionCallInfo fcinfo, int argno, const char *own_name)
 {
 	char	   *name = queue_name_arg(fcinfo, argno, "dead_letter_queue");
-	const QueueMeta *dlq;
 
 	if (own_name != NULL && strcmp(name, own_name) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a queue cannot be its own dead-letter queue")));
-	dlq = queue_lookup(name, false);
-	queue_require_privilege(dlq, QUEUE_PRIV_SEND);
-	return dlq;
+	/* locked, so that a concurrent drop either waits or is seen */
+	return queue_open(fcinfo, argno, "dead_letter_queue", QUEUE_PRIV_SEND);
 }
 
 static void
@@ -109,7 +107,7 @@ refuse_duplicate(const char *name)
 
 /*
  * queue.create(queue_name, logged, visibility_timeout, max_attempts,
- *				dead_letter_queue, retention, dedup_window)
+ *				dead_letter_queue, retention, dedup_window, fifo, fair)
  */
 Datum
 queue_create(PG_FUNCTION_ARGS)
@@ -118,10 +116,12 @@ queue_create(PG_FUNCTION_ARGS)
 	bool		logged;
 	QueueSettings s = {0};
 	Oid			owner = GetUserId();
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[8] = {TEXTOID, BOOLOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, OIDOID,
-	INTERVALOID};
+	bool		fifo;
+	bool		fair;
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[10] = {TEXTOID, BOOLOID, INTERVALOID, INT4OID, INT8OID, INTERVALOID, OIDOID,
+	INTERVALOID, BOOLOID, BOOLOID};
 	bool		isnull;
 	int64		id;
 	OwnerContext ctx;
@@ -138,6 +138,10 @@ queue_create(PG_FUNCTION_ARGS)
 		interval_arg_usecs(fcinfo, 5, "retention", 0, QUEUE_MAX_RETENTION_USECS, -1);
 	s.dedup_window_usecs = PG_ARGISNULL(6) ? QUEUE_DEFAULT_DEDUP_WINDOW_USECS :
 		dedup_window_arg(fcinfo, 6);
+	require_not_null(fcinfo, 7, "fifo");
+	fifo = PG_GETARG_BOOL(7);
+	require_not_null(fcinfo, 8, "fair");
+	fair = PG_GETARG_BOOL(8);
 	check_settings(&s);
 	/* concurrent creates of one name wait here, then see each other */
 	LockRelationOid(catalog_relid(), ShareRowExclusiveLock);
@@ -147,14 +151,16 @@ queue_create(PG_FUNCTION_ARGS)
 	values[1] = BoolGetDatum(logged);
 	settings_params(&s, values, nulls);
 	values[6] = ObjectIdGetDatum(owner);
+	values[8] = BoolGetDatum(fifo);
+	values[9] = BoolGetDatum(fair);
 
 	owner_context_enter(&ctx);
 	run_sql("INSERT INTO queue_internal.queue"
 			" (name, logged, visibility_timeout, max_attempts, dead_letter_queue, retention, owner,"
-			" dedup_window) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-			8, types, values, nulls);
+			" dedup_window, fifo, fair) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+			10, types, values, nulls);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	storage_create_tables(id, logged);
+	storage_create_tables(id, logged, fifo, fair);
 	catalog_changed();
 	owner_context_exit(&ctx);
 	pending_created(id);
@@ -513,7 +519,7 @@ queue_redrive(PG_FUNCTION_ARGS)
 	}
 	if (!PG_ARGISNULL(1))
 	{
-		const QueueMeta *target = queue_lookup(queue_name_arg(fcinfo, 1, "target"), false);
+		const QueueMeta *target = queue_open(fcinfo, 1, "target", QUEUE_PRIV_SEND);
 
 		if (target->id == dlq->id)
 			ereport(ERROR,
@@ -528,6 +534,9 @@ queue_redrive(PG_FUNCTION_ARGS)
 
 		if (moved >= limit)
 			break;
+		/* locked against a drop, like every queue a call writes to */
+		if (origin != NULL)
+			origin = queue_lock(origin, AccessShareLock);
 		if (origin == NULL)
 		{
 			ereport(NOTICE,
@@ -613,8 +622,8 @@ queue_count_once(const QueueMeta *meta)
 static void
 stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc catdesc)
 {
-	Datum		values[20];
-	bool		nulls[20] = {0};
+	Datum		values[22];
+	bool		nulls[22] = {0};
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz oldest;
 	QueueCounters c;
@@ -659,6 +668,8 @@ stats_row(ReturnSetInfo *rsinfo, const QueueMeta *meta, HeapTuple cat, TupleDesc
 	nulls[18] = !segment_count(meta->id, &segments);
 	values[18] = Int32GetDatum(segments);
 	values[19] = Int64GetDatum(storage_bytes(meta->id));
+	values[20] = BoolGetDatum(meta->fifo);
+	values[21] = BoolGetDatum(meta->fair);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }

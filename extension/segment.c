@@ -71,6 +71,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
@@ -101,6 +102,7 @@ typedef struct SegHint
 	bool		probing;
 	bool		empty;			/* nothing deliverable at or above scan_from */
 	bool		drained;		/* nothing deliverable, at most MOVE_LIMIT hidden rows */
+	bool		prioritized;	/* may hold messages with a priority */
 	TimestampTz probed_at;
 	int			nstrag;
 	int64		strag_id[STRAGGLERS];
@@ -118,6 +120,7 @@ typedef struct SegState
 	TimestampTz next_check;		/* maintenance is not looked at before */
 	int64		first_id[QUEUE_SEGMENTS];	/* per table: ids from here on went to it */
 	SegHint		hint[QUEUE_SEGMENTS];
+	char		fair_cursor[FAIR_CURSOR_BYTES]; /* a fair queue's next turn is after it */
 } SegState;
 
 /* A change of a queue's ring made by this transaction, applied at commit. */
@@ -187,6 +190,8 @@ hint_reset(SegHint *h, int64 scan_from, bool empty)
 	h->probing = false;
 	h->empty = empty;
 	h->drained = false;
+	/* a table not known to be empty may hold anything */
+	h->prioritized = !empty;
 	h->probed_at = 0;
 	h->nstrag = 0;
 }
@@ -273,6 +278,7 @@ segment_ring(int64 queue_id)
 		st->tail = tail;
 		st->head_since = GetCurrentTimestamp();
 		st->next_check = 0;
+		st->fair_cursor[0] = '\0';
 		for (int i = 0; i < QUEUE_SEGMENTS; i++)
 		{
 			st->first_id[i] = 0;
@@ -367,6 +373,76 @@ segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at)
 		else if (visible_at < h->strag_at[i])
 			h->strag_at[i] = visible_at;
 	}
+	SpinLockRelease(&st->mutex);
+}
+
+/* Reports a message with a priority written into a segment. */
+void
+segment_note_priority(int64 queue_id, int seg)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	st->hint[seg].prioritized = true;
+	SpinLockRelease(&st->mutex);
+}
+
+/*
+ * Whether any live segment of a queue may hold messages with a priority (so
+ * that a claim must look for them first).  A segment's mark lasts until it
+ * is recycled; without shared state, every queue may.
+ */
+bool
+segment_prioritized(int64 queue_id)
+{
+	SegState   *st = seg_find(queue_id, false);
+	bool		prioritized = false;
+
+	if (st == NULL || !st->loaded)
+		return true;
+	SpinLockAcquire(&st->mutex);
+	for (int64 g = st->tail; g <= st->head && !prioritized; g++)
+		prioritized = st->hint[g % QUEUE_SEGMENTS].prioritized;
+	SpinLockRelease(&st->mutex);
+	return prioritized;
+}
+
+/*
+ * The group key a fair queue's next claim starts after (into key, which has
+ * room for FAIR_CURSOR_BYTES): "" starts from the first key.
+ */
+void
+segment_fair_cursor(int64 queue_id, char *key)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	key[0] = '\0';
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	if (st->loaded)
+		strlcpy(key, st->fair_cursor, FAIR_CURSOR_BYTES);
+	SpinLockRelease(&st->mutex);
+}
+
+/*
+ * Records the last group key a fair claim served.  A longer key is kept
+ * cut (at a character boundary): the next claim starts at that key again
+ * rather than after it, which costs the key one extra turn at most.
+ */
+void
+segment_set_fair_cursor(int64 queue_id, const char *key)
+{
+	SegState   *st = seg_find(queue_id, false);
+	int			len = pg_mbcliplen(key, strlen(key), FAIR_CURSOR_BYTES - 1);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	memcpy(st->fair_cursor, key, len);
+	st->fair_cursor[len] = '\0';
 	SpinLockRelease(&st->mutex);
 }
 
@@ -917,16 +993,20 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 
 	/* a new snapshot, after the lock: it sees every transaction that used the table */
 	seg_sql(psprintf("WITH moved AS (INSERT INTO queue_internal.s%1$lld_%3$d"
-					 " (id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
-					 "  last_error, headers, payload)"
-					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, group_key,"
-					 "  last_error, headers, payload FROM queue_internal.s%1$lld_%2$d RETURNING id)"
-					 " SELECT count(*), min(id) FROM moved",
+					 " (id, visible_at, attempts, receipt, enqueued_at, origin, priority,"
+					 "  group_key, last_error, headers, payload)"
+					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, priority,"
+					 "  group_key, last_error, headers, payload FROM queue_internal.s%1$lld_%2$d"
+					 " RETURNING id, priority)"
+					 " SELECT count(*), min(id), max(priority) FROM moved",
 					 (long long) queue_id, seg, next));
 	moved = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (moved > 0 && !isnull)
 		segment_note(queue_id, next, DatumGetInt64(d), DT_NOBEGIN);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	if (moved > 0 && !isnull && DatumGetInt16(d) > 0)
+		segment_note_priority(queue_id, next);
 	seg_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
 	ring_update(queue_id, "tail", tail);
 	change_record(queue_id, SEG_RECYCLED, tail + 1, 0);

@@ -66,43 +66,118 @@ static HTAB *plan_cache = NULL;
 	" WHERE id = $1 AND receipt = $2 FOR UPDATE) AS old"
 
 /* The columns of queue.message, in order, as returned by reads. */
-#define MESSAGE_COLUMNS "id, payload, headers, group_key, enqueued_at, visible_at, attempts, last_error, receipt"
+#define MESSAGE_COLUMNS "id, payload, headers, group_key, enqueued_at, visible_at, attempts," \
+	" last_error, receipt, priority::integer"
+
+/*
+ * A FIFO queue's claim takes message m only as the head of its group: no
+ * earlier message of the group is left (in flight, delayed, failed or
+ * locked by a reader: any of them holds the group back), no later one is
+ * leased (it can be, when concurrent senders committed out of id order),
+ * and the group's lock is free.  The lock closes the window between a
+ * reader locking a head and its lease (or its drain batch) committing; it
+ * is taken last, so that a group is locked only when its head is taken.
+ * The row comparison can only be an index condition on the group index,
+ * never on the primary key, whatever the table's statistics when planned.
+ */
+#define FIFO_HEAD " AND (m.group_key IS NULL OR CASE WHEN" \
+	" NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
+	"  AND (e.group_key, e.id) < (m.group_key, m.id))" \
+	" AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
+	"  AND e.receipt IS NOT NULL AND e.visible_at > $1)" \
+	" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END)"
+
+/* The claims: oldest first from one segment, or by priority from all. */
+#define CLAIM_SQL(from, where) "SELECT " MESSAGE_COLUMNS " FROM " from " m" \
+	" WHERE " where " AND visible_at <= $1 AND id <> ALL ($2)"
+#define CLAIM_TAIL(order) " ORDER BY " order " LIMIT $3 FOR UPDATE SKIP LOCKED"
+#define CLAIM_ARGS 4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID}
+#define CLAIM_IDS_ARGS 4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8ARRAYOID}
+#define CLAIM_KEYS_ARGS 5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, TEXTARRAYOID, INT4OID}
 
 typedef struct StatementDef
 {
 	const char *sql;			/* with the placeholders above */
 	int			nargs;
-	Oid			argtypes[6];
+	Oid			argtypes[7];
 } StatementDef;
 
 static const StatementDef statements[STMT__COUNT] = {
 	[STMT_SEND] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload)"
-		" VALUES ($1, $2, $3, $4, $5) RETURNING id",
-		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID}
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority)"
+		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT4OID}
 	},
 	[STMT_SEND_BATCH] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload)"
-		" SELECT $1, $2, $3, $4, p FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority)"
+		" SELECT $1, $2, $3, $4, p, $6 FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
 		" ORDER BY n RETURNING id",
-		5, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID}
+		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID, INT4OID}
 	},
 	[STMT_SEND_WITH_ID] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, id)"
-		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT8OID}
+		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority, id)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+		7, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT4OID, INT8OID}
 	},
 	[STMT_CLAIM] = {
-		"SELECT " MESSAGE_COLUMNS " FROM {T}"
-		" WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2)"
-		" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-		4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID}
+		CLAIM_SQL("{T}", "id >= $4") CLAIM_TAIL("id"),
+		CLAIM_ARGS
 	},
 	[STMT_CLAIM_IDS] = {
-		"SELECT " MESSAGE_COLUMNS " FROM {T}"
-		" WHERE id = ANY ($4) AND visible_at <= $1 AND id <> ALL ($2)"
-		" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-		4, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8ARRAYOID}
+		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("id"),
+		CLAIM_IDS_ARGS
+	},
+	[STMT_CLAIM_FIFO] = {
+		CLAIM_SQL("{T}", "id >= $4") FIFO_HEAD CLAIM_TAIL("id"),
+		CLAIM_ARGS
+	},
+	[STMT_CLAIM_IDS_FIFO] = {
+		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("id"),
+		CLAIM_IDS_ARGS
+	},
+	/* $4 is not used: the claims share their parameters */
+	[STMT_CLAIM_PRIORITY] = {
+		CLAIM_SQL("{P}", "priority > 0") CLAIM_TAIL("priority DESC, id"),
+		CLAIM_ARGS
+	},
+	[STMT_CLAIM_PRIORITY_FIFO] = {
+		CLAIM_SQL("{P}", "priority > 0") FIFO_HEAD CLAIM_TAIL("priority DESC, id"),
+		CLAIM_ARGS
+	},
+	/*
+	 * A fair queue's turns: up to $3 group keys with a visible message, in
+	 * key order after $2 (and up to $4 when given), found by skipping from
+	 * key to key through the group index rather than reading every message.
+	 */
+	[STMT_FAIR_KEYS] = {
+		"WITH RECURSIVE g(k) AS ("
+		" (SELECT group_key FROM {P} WHERE group_key > $2 AND visible_at <= $1"
+		"  ORDER BY group_key LIMIT 1)"
+		" UNION ALL"
+		" SELECT (SELECT group_key FROM {P} WHERE group_key > g.k AND visible_at <= $1"
+		"  ORDER BY group_key LIMIT 1)"
+		" FROM g WHERE g.k IS NOT NULL AND ($4::text IS NULL OR g.k < $4))"
+		" SELECT k FROM g WHERE k IS NOT NULL AND ($4::text IS NULL OR k <= $4) LIMIT $3",
+		4, {TIMESTAMPTZOID, TEXTOID, INT4OID, TEXTOID}
+	},
+	/* up to $5 messages for each key of $4, in the keys' order */
+	[STMT_CLAIM_FAIR] = {
+		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
+		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") " ORDER BY priority DESC, id"
+		"  LIMIT $5 FOR UPDATE OF m SKIP LOCKED) c"
+		" ORDER BY k.n, c.priority DESC, c.id LIMIT $3",
+		CLAIM_KEYS_ARGS
+	},
+	[STMT_CLAIM_FAIR_FIFO] = {
+		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
+		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") FIFO_HEAD " ORDER BY id"
+		"  LIMIT 1 FOR UPDATE OF m SKIP LOCKED) c"
+		" ORDER BY k.n LIMIT $3",
+		CLAIM_KEYS_ARGS
+	},
+	[STMT_CLAIM_UNGROUPED] = {
+		CLAIM_SQL("{P}", "group_key IS NULL") CLAIM_TAIL("priority DESC, id"),
+		CLAIM_ARGS
 	},
 	[STMT_WRITE_LEASE] = {
 		"UPDATE {T} SET visible_at = $2, attempts = attempts + 1, receipt = $3"
@@ -115,11 +190,12 @@ static const StatementDef statements[STMT__COUNT] = {
 	},
 	[STMT_DEAD_LETTER] = {
 		"WITH dead AS (DELETE FROM {P} WHERE id = ANY ($1)"
-		" RETURNING id, attempts, enqueued_at, group_key, last_error, headers, payload)"
+		" RETURNING id, attempts, enqueued_at, group_key, last_error, headers, payload, priority)"
 		" INSERT INTO {O}"
-		" (id, visible_at, attempts, enqueued_at, group_key, last_error, origin, headers, payload)"
-		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, {Q}, headers, payload"
-		" FROM dead RETURNING id",
+		" (id, visible_at, attempts, enqueued_at, group_key, last_error, origin, headers, payload,"
+		"  priority)"
+		" SELECT id, $2, attempts, enqueued_at, group_key, last_error, {Q}, headers, payload,"
+		" priority FROM dead RETURNING id, priority",
 		2, {INT8ARRAYOID, TIMESTAMPTZOID}
 	},
 	[STMT_FAIL] = {
@@ -182,11 +258,12 @@ static const StatementDef statements[STMT__COUNT] = {
 		"WITH moved AS (DELETE FROM {P} WHERE id = ANY (ARRAY("
 		"  SELECT id FROM {P} WHERE ($1 OR origin = {OQ}) AND visible_at <= $3"
 		"  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
-		" RETURNING id, enqueued_at, group_key, last_error, headers, payload)"
+		" RETURNING id, enqueued_at, group_key, last_error, headers, payload, priority)"
 		" INSERT INTO {O}"
-		" (id, visible_at, attempts, enqueued_at, group_key, last_error, headers, payload)"
-		" SELECT id, $3, 0, enqueued_at, group_key, last_error, headers, payload FROM moved"
-		" RETURNING id",
+		" (id, visible_at, attempts, enqueued_at, group_key, last_error, headers, payload,"
+		"  priority)"
+		" SELECT id, $3, 0, enqueued_at, group_key, last_error, headers, payload, priority"
+		" FROM moved RETURNING id, priority",
 		3, {BOOLOID, INT8OID, TIMESTAMPTZOID}
 	},
 };
@@ -316,7 +393,7 @@ run_ddl(const char *sql)
  * transaction that read writes no lease at all (lease.c).
  */
 void
-storage_create_tables(int64 queue_id, bool logged)
+storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair)
 {
 	const char *kind = logged ? "" : "UNLOGGED ";
 	long long	id = (long long) queue_id;
@@ -328,6 +405,7 @@ storage_create_tables(int64 queue_id, bool logged)
 					 " receipt bigint,"
 					 " enqueued_at timestamptz NOT NULL,"
 					 " origin bigint,"
+					 " priority smallint NOT NULL DEFAULT 0,"
 					 " group_key text,"
 					 " last_error text,"
 					 " headers jsonb,"
@@ -343,11 +421,37 @@ storage_create_tables(int64 queue_id, bool logged)
 					 " headers jsonb,"
 					 " payload jsonb NOT NULL)", kind, id));
 	run_ddl(psprintf("CREATE INDEX ON queue_internal.a%lld (archived_at)", id));
-	/* the segments: children of q<id>, each with its own primary key */
+	/*
+	 * The segments: children of q<id>, each with its own primary key, an
+	 * index of its prioritized messages (empty, and free to keep, when none
+	 * is), in a FIFO queue the indexes that find a group's earlier and
+	 * leased messages, and in a fair queue those that find the group keys,
+	 * a key's next message and the next message without a key.
+	 */
 	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+	{
 		run_ddl(psprintf("CREATE %sTABLE queue_internal.s%lld_%d (PRIMARY KEY (id))"
 						 " INHERITS (queue_internal.q%lld) WITH (fillfactor = 85)",
 						 kind, id, seg, id));
+		run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (priority DESC, id)"
+						 " WHERE priority > 0", id, seg));
+		if (fifo)
+		{
+			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (group_key, id)"
+							 " WHERE group_key IS NOT NULL", id, seg));
+			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (group_key)"
+							 " WHERE receipt IS NOT NULL", id, seg));
+		}
+		if (!fair)
+			continue;
+		/* FIFO's group index serves a fair FIFO queue: order within a group is by id */
+		if (!fifo)
+			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d"
+							 " (group_key, priority DESC, id) WHERE group_key IS NOT NULL",
+							 id, seg));
+		run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (priority DESC, id)"
+						 " WHERE group_key IS NULL", id, seg));
+	}
 	run_ddl(psprintf("INSERT INTO queue_internal.segment_ring (queue_id, head, tail)"
 					 " VALUES (%lld, 0, 0)", id));
 }
@@ -429,6 +533,23 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls)
 		elog(ERROR, "queue statement failed: %s", SPI_result_code_string(rc));
 }
 
+/* The highest priority in column 2 of the last statement's rows. */
+static int32
+highest_priority(void)
+{
+	int32		max = 0;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull && DatumGetInt16(d) > max)
+			max = DatumGetInt16(d);
+	}
+	return max;
+}
+
 /* The lowest id in column 1 of the last statement's rows. */
 static int64
 lowest_id(void)
@@ -472,13 +593,16 @@ storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *n
 	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), values, nulls);
 	if (SPI_processed > 0)
 		segment_note(queue_id, seg, lowest_id(), DatumGetTimestampTz(values[0]));
+	if (SPI_processed > 0 && DatumGetInt32(values[5]) > 0)
+		segment_note_priority(queue_id, seg);
 	segment_touch(queue_id);
 	return SPI_processed;
 }
 
 /*
  * Moves rows from a queue into another queue's head segment (STMT_DEAD_LETTER,
- * STMT_REDRIVE, RETURNING the ids moved).  Returns how many moved.
+ * STMT_REDRIVE, RETURNING the ids and priorities moved).  Returns how many
+ * moved.
  */
 uint64
 storage_move(StorageStatement stmt, int64 queue_id, int64 target_id, Datum *values,
@@ -491,22 +615,29 @@ storage_move(StorageStatement stmt, int64 queue_id, int64 target_id, Datum *valu
 	moved = SPI_processed;
 	if (moved > 0)
 		segment_note(target_id, seg, lowest_id(), DT_NOBEGIN);
+	if (moved > 0 && highest_priority() > 0)
+		segment_note_priority(target_id, seg);
 	segment_touch(target_id);
 	return moved;
 }
 
-/* Runs one claim statement on a segment and adds what it locked to r and ids. */
+/*
+ * Runs one claim statement on a segment (or all, seg -1) and adds what it
+ * locked to r and ids; fifth is for the statements that take five
+ * parameters.
+ */
 static void
 claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, int64 *ids,
-			  int *nids, Datum fourth, StorageRows *r, int limit)
+			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit)
 {
-	Datum		args[4];
+	Datum		args[5];
 	int			first = r->ntuples;
 
 	args[0] = TimestampTzGetDatum(now);
 	args[1] = storage_id_array(ids, *nids);
 	args[2] = Int32GetDatum(limit - r->ntuples);
 	args[3] = fourth;
+	args[4] = fifth;
 	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), args, NULL);
 	rows_append(r, limit);
 	for (int i = first; i < r->ntuples; i++)
@@ -546,16 +677,105 @@ missed_ids(const int64 *due, int ndue, const int64 *got, int ngot, int64 *missed
 }
 
 /*
- * Locks up to limit visible messages, oldest first, skipping those locked
- * by others and the exclude ids (rows this transaction holds already: SKIP
- * LOCKED does not skip them).  Segments are read from the oldest; in each,
+ * Up to limit group keys of a fair queue with a visible message, in key
+ * order from where the last claim stopped, wrapping around to the first key.
+ */
+static int
+fair_keys(int64 queue_id, TimestampTz now, Datum *keys, int limit)
+{
+	char		cursor[FAIR_CURSOR_BYTES];
+	int			nkeys = 0;
+
+	segment_fair_cursor(queue_id, cursor);
+	for (int pass = 0; pass < 2 && nkeys < limit; pass++)
+	{
+		Datum		args[4];
+		char		nulls[4] = {' ', ' ', ' ', 'n'};
+
+		if (pass == 1 && cursor[0] == '\0')
+			break;
+		args[0] = TimestampTzGetDatum(now);
+		args[1] = CStringGetTextDatum(pass == 0 ? cursor : "");
+		args[2] = Int32GetDatum(limit - nkeys);
+		/* the second pass wraps around: from the first key up to the cursor */
+		args[3] = CStringGetTextDatum(cursor);
+		nulls[3] = pass == 0 ? 'n' : ' ';
+		run_plan(storage_plan(STMT_FAIR_KEYS, queue_id, 0), args, nulls);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			keys[nkeys++] = PointerGetDatum(PG_DETOAST_DATUM_COPY(
+				SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return nkeys;
+}
+
+/*
+ * A fair queue's claim: turns round-robin across group keys.  The first
+ * round takes one message (the highest priority, then the oldest; in a FIFO
+ * queue, the head) of every key with a visible message, then one without a
+ * key; the next claim's first round starts after the last key this one
+ * served.  Later rounds, while the batch has room and the last round took
+ * something, share the room evenly between the keys that were served (and
+ * again one turn without a key).  A FIFO queue has one round for its keys
+ * (one message a group at a time), then fills the batch with messages
+ * without a key.
+ */
+static void
+claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, StorageRows *r,
+		   int limit)
+{
+	Datum	   *keys = palloc(sizeof(Datum) * limit);
+	int			nkeys = fair_keys(queue_id, now, keys, limit);
+	Datum		key_array = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false,
+															  TYPALIGN_INT));
+	int			served = nkeys;
+
+	if (nkeys > 0)
+		segment_set_fair_cursor(queue_id, text_to_cstring(DatumGetTextPP(keys[nkeys - 1])));
+	for (int round = 0; r->ntuples < limit; round++)
+	{
+		int			before = r->ntuples;
+		bool		keyed = served > 0 && (round == 0 || !fifo);
+		int			per_key = round == 0 ? 1 : Max(1, (limit - r->ntuples) / served);
+
+		if (keyed)
+		{
+			claim_segment(fifo ? STMT_CLAIM_FAIR_FIFO : STMT_CLAIM_FAIR, queue_id, -1, now,
+						  ids, nids, key_array, Int32GetDatum(per_key), r, limit);
+			served = r->ntuples - before;
+		}
+		/* one turn for the messages without a key, or the rest of the batch */
+		if (r->ntuples < limit)
+			claim_segment(STMT_CLAIM_UNGROUPED, queue_id, -1, now, ids, nids, Int64GetDatum(0), 0,
+						  r, keyed ? r->ntuples + 1 : limit);
+		if (r->ntuples == before || (fifo && round > 0))
+			break;
+	}
+}
+
+/*
+ * Locks up to limit visible messages, highest priority first and oldest
+ * first within a priority, skipping those locked by others and the exclude
+ * ids (rows this transaction holds already: SKIP LOCKED does not skip
+ * them); in a FIFO queue, only the heads of groups (FIFO_HEAD).  Messages
+ * with a priority come first, from all segments at once (only when some
+ * segment may hold one).  Then segments are read from the oldest; in each,
  * the stragglers whose time has come first, then from where its live
- * messages start.  A segment being recycled is skipped, not waited for.
+ * messages start.  A segment being recycled is skipped, not waited for
+ * (the priority claim and FIFO_HEAD, which read every segment, wait for
+ * a recycle's TRUNCATE instead).
  */
 StorageRows
-storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude, int nexclude, int limit)
+storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int nexclude,
+			  int limit)
 {
 	StorageRows r = {0};
+	int64		queue_id = meta->id;
+	bool		fifo = meta->fifo;
 	SegmentRing ring = segment_ring(queue_id);
 	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
 	int			nids = nexclude;
@@ -563,6 +783,14 @@ storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude, int nexclud
 	r.tuples = palloc(sizeof(HeapTuple) * limit);
 	memcpy(ids, exclude, sizeof(int64) * nexclude);
 	segment_touch(queue_id);
+	if (meta->fair)
+	{
+		claim_fair(queue_id, fifo, now, ids, &nids, &r, limit);
+		return r;
+	}
+	if (segment_prioritized(queue_id))
+		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
+					  ids, &nids, Int64GetDatum(0), 0, &r, limit);
 	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
@@ -580,15 +808,15 @@ storage_claim(int64 queue_id, TimestampTz now, const int64 *exclude, int nexclud
 			int64		missed[64];
 			int			nmissed;
 
-			claim_segment(STMT_CLAIM_IDS, queue_id, seg, now, ids, &nids,
-						  storage_id_array(due, ndue), &r, limit);
+			claim_segment(fifo ? STMT_CLAIM_IDS_FIFO : STMT_CLAIM_IDS, queue_id, seg, now, ids, &nids,
+						  storage_id_array(due, ndue), 0, &r, limit);
 			nmissed = missed_ids(due, ndue, ids + before, nids - before, missed);
 			segment_recheck(queue_id, seg, missed, nmissed);
 		}
 		if (scan && r.ntuples < limit)
 		{
-			claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids,
-						  Int64GetDatum(from), &r, limit);
+			claim_segment(fifo ? STMT_CLAIM_FIFO : STMT_CLAIM, queue_id, seg, now, ids, &nids,
+						  Int64GetDatum(from), 0, &r, limit);
 			segment_after_read(queue_id, seg);
 		}
 	}

@@ -292,7 +292,7 @@ RESET ROLE;
 -- queue.create needs EXECUTE, which the administrator grants.  The creator
 -- owns the queue: everything on it, nothing on the others.
 --
-GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
+GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval, boolean, boolean)
    TO regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po') > 0 AS created;
@@ -317,7 +317,7 @@ SELECT queue.drop('po');
 SET ROLE regress_queue_owner;
 SELECT queue.drop('po');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval)
+REVOKE EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval, boolean, boolean)
   FROM regress_queue_owner;
 SET ROLE regress_queue_owner;
 SELECT queue.create('po');

@@ -9,7 +9,8 @@
 # - is not woken by a send that has not committed, nor by one rolled back;
 # - is woken by a commit, and returns the committed message long before its
 #   60 s run out;
-# - times out with no rows when nothing comes.
+# - times out with no rows when nothing comes;
+# - on a FIFO queue, is woken by the ack that frees a group in flight.
 # A wait in a REPEATABLE READ or SERIALIZABLE transaction is refused with
 # 0A000, since its snapshot could never see the message that woke it.
 #
@@ -191,6 +192,30 @@ is($out, '0', 'a wait nobody wakes returns no rows');
 cmp_ok($elapsed, '>=', 1.9, sprintf('after its full wait (%.2f s)', $elapsed));
 cmp_ok($elapsed, '<', 20, 'and not much later');
 is($waiter->{stderr}, '', 'a wait that times out is no error');
+
+# --- FIFO: an ack that frees a group wakes the waiter ------------------------------
+
+# A consumer holds the group's first message in an open transaction (no lease
+# written, so no hidden count changes that would wake the waiter anyway) and
+# acks it there: only that commit can make the second one deliverable before
+# the waiter's 60 s run out.
+sql(q{SELECT queue.create('wf', fifo => true)});
+sql(q{SELECT queue.send('wf', '{"k": "f1"}', group_key => 'g')});
+sql(q{SELECT queue.send('wf', '{"k": "f2"}', group_key => 'g')});
+$sender->query_safe('BEGIN');
+my ($f1_id, $f1_receipt) = split /\|/,
+  $sender->query_safe(q{SELECT id, receipt FROM queue.read('wf', 10)});
+start_wait(q{SELECT payload->>'k' FROM queue.read('wf', wait => '60s')});
+ok(waiter_sleeps_in_extension(), 'waiter on a FIFO queue whose only group is held sleeps');
+is($sender->query_safe(qq{SELECT queue.ack('wf', $f1_id, $f1_receipt)}), 't',
+	'the holder acks the first message in its transaction');
+sleep(2);
+ok(!waiter_returned(), 'the group stays held until the holder commits');
+$t0 = time;
+$sender->query_safe('COMMIT');
+($out, $elapsed) = finish_wait($t0);
+is($out, 'f2', "the commit frees the group: the waiter gets its next message");
+woken_ok($elapsed, 'woken by the commit of the ack that freed the group');
 
 # --- REPEATABLE READ and SERIALIZABLE refuse to wait -----------------------------
 

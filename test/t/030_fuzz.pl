@@ -27,8 +27,8 @@
 #   exist; the canary table public.victim is still there.
 # Every call must succeed or fail with one of the allowed SQLSTATEs below
 # (any other, XX000 above all, fails the test, with the call shown).
-# At the end, for the ledger queues fz_a (max_attempts 1, dead-lettering
-# into fz_dlq) and fz_b, on which the clients send, read, pop, ack (single
+# At the end, for the ledger queues fz_a (FIFO, max_attempts 1,
+# dead-lettering into fz_dlq) and fz_b (fair), on which the clients send, read, pop, ack (single
 # and array), nack, extend, archive, redrive and recycle but never drop,
 # purge, rename or repoint (and whose 64kB segments, closed after 300 ms,
 # are recycled all the time): every id a send returned is in exactly one
@@ -95,8 +95,8 @@ CREATE ROLE fuzzer LOGIN;
 GRANT EXECUTE ON FUNCTION queue.create TO fuzzer;
 SELECT queue.create('fz_dlq');
 SELECT queue.create('fz_a', max_attempts => 1, dead_letter_queue => 'fz_dlq',
-                    visibility_timeout => '1 second');
-SELECT queue.create('fz_b', visibility_timeout => '1 second');
+                    visibility_timeout => '1 second', fifo => true);
+SELECT queue.create('fz_b', visibility_timeout => '1 second', fair => true);
 SELECT queue.grant(q, 'all', 'fuzzer') FROM unnest('{fz_a,fz_b,fz_dlq}'::text[]) q;
 CREATE FUNCTION public.fz_handler(messages queue.message[]) RETURNS void
   LANGUAGE sql AS 'SELECT';
@@ -122,7 +122,10 @@ SELECT (SELECT count(*) FROM pg_proc),
        (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
          WHERE n.nspname IN ('queue_internal', 'pg_toast')),
        (SELECT count(*) FROM queue_internal.queue),
-       (SELECT count(*) FROM pg_class WHERE oid = 'public.victim'::regclass)
+       (SELECT count(*) FROM pg_class WHERE oid = 'public.victim'::regclass),
+       (SELECT count(*) FROM queue_internal.queue WHERE fifo AND NOT fair),
+       (SELECT count(*) FROM queue_internal.queue WHERE fair AND NOT fifo),
+       (SELECT count(*) FROM queue_internal.queue WHERE fifo AND fair)
 };
 
 sub counts { return split /\|/, sql($counts_sql); }
@@ -136,6 +139,15 @@ is("@after_probe", "@base", 'creating and dropping a queue leaves the catalogs a
 my $rel_per_queue = $probe[4] - $base[4];
 my $type_per_queue = $probe[5] - $base[5];
 cmp_ok($rel_per_queue, '>', 0, "one queue creates $rel_per_queue relations");
+# FIFO and fair queues have more indexes: what each kind adds, measured too
+my @extra_rel;
+for my $kind ('fifo => true', 'fair => true', 'fifo => true, fair => true')
+{
+	sql("SELECT queue.create('fz_probe', $kind)");
+	my @c = counts();
+	sql(q{SELECT queue.drop('fz_probe')});
+	push @extra_rel, $c[4] - $probe[4];
+}
 
 # What is wrong with the catalogs now, or '' when nothing is.
 sub catalog_problems
@@ -148,6 +160,7 @@ sub catalog_problems
 	push @p, "pg_type outside queue_internal $base[3] -> $c[3]" if $c[3] != $base[3];
 	my $nq = $c[6] - $base[6];
 	my $want_rel = $base[4] + $rel_per_queue * $nq;
+	$want_rel += $extra_rel[$_] * ($c[8 + $_] - $base[8 + $_]) for 0 .. 2;
 	my $want_type = $base[5] + $type_per_queue * $nq;
 	push @p, "queue_internal relations $c[4], expected $want_rel for $c[6] queues"
 	  if $c[4] != $want_rel;
@@ -255,6 +268,13 @@ sub interval
 
 sub boolean { return pick('true', 'false', 'NULL'); }
 
+# Priorities: mostly in range (0 to 32767), some past either end or NULL.
+sub priority
+{
+	return pick(0, 1, 7, 32767, 32768, -1, 'NULL', 2147483647) if rand() < 0.3;
+	return int(rand(10));
+}
+
 my $huge = '"' . ('x' x (1024 * 1024 + 10)) . '"';
 
 sub payload
@@ -299,7 +319,7 @@ sub handler_arg
 		'public.fz_wrong(queue.message[])', 'public.fz_handler(queue.message)',
 		'pg_catalog.now()', 'public.nope(queue.message[])', 'fz_handler(int)',
 		q{x'; DROP TABLE victim; --()}, 'nosuchschema.f(queue.message[])',
-		'queue.send(text,jsonb,interval,jsonb,text,text)',
+		'queue.send(text,jsonb,interval,jsonb,text,text,integer)',
 	)) . '::regprocedure';
 }
 
@@ -392,7 +412,8 @@ sub client
 				logged => \&boolean, visibility_timeout => \&interval,
 				max_attempts => sub { pick(1, 0, -1, 1000, 1001, 3, 'NULL', 2147483647) },
 				dead_letter_queue => sub { lit(rand() < 0.5 ? pick(@scratch) : qname(0)) },
-				retention => \&interval, dedup_window => \&interval) . ")");
+				retention => \&interval, dedup_window => \&interval,
+				fifo => \&boolean, fair => \&boolean) . ")");
 		} ],
 		[ 'alter', 2, sub {
 			("SELECT queue.alter(" . lit(qname(0)) . named(
@@ -417,7 +438,7 @@ sub client
 			my $q = qname(1);
 			("SELECT queue.send(" . lit($q) . ', ' . payload() . named(
 				delay => \&interval, headers => \&headers, group_key => \&text_arg,
-				dedup_key => \&text_arg) . ")", 'ids', $q);
+				dedup_key => \&text_arg, priority => \&priority) . ")", 'ids', $q);
 		} ],
 		[ 'send_batch', 8, sub {
 			my $q = qname(1);
@@ -430,7 +451,7 @@ sub client
 			};
 			("SELECT queue.send_batch(" . lit($q) . ", $payloads" . named(
 				delay => \&interval, headers => \&headers, group_key => \&text_arg,
-				dedup_keys => $keys) . ")", 'ids', $q);
+				dedup_keys => $keys, priority => \&priority) . ")", 'ids', $q);
 		} ],
 		[ 'read', 12, sub {
 			my $q = qname(1);
