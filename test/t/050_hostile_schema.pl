@@ -103,8 +103,8 @@ my @intended = sort grep { /\S/ } map { s/^\s+|\s+$//gr } split /\n/, <<'EOS';
   queue.redrive(text,text,bigint)
   queue.resume(text)
   queue.revoke(text,text,regrole)
-  queue.send(text,jsonb,interval,jsonb,text,text)
-  queue.send_batch(text,jsonb[],interval,jsonb,text,text[])
+  queue.send(text,jsonb,interval,jsonb,text,text,integer)
+  queue.send_batch(text,jsonb[],interval,jsonb,text,text[],integer)
   queue.set_visibility(text,bigint,bigint,interval)
   queue.subscribe(text,text,regprocedure,integer,interval,integer,double precision,integer,interval,interval,interval)
   queue.unsubscribe(text,boolean)
@@ -125,7 +125,7 @@ is_deeply([ sort @public_exec ], \@intended,
 	'the functions PUBLIC may execute are exactly the intended ones');
 cmp_ok(sql(qq{SELECT count(*) FROM ($ext_functions) f}), '>', scalar(@intended),
 	'others exist, and PUBLIC may not execute them');
-is(sql(q{SELECT has_function_privilege('public', 'queue.create(text,boolean,interval,integer,text,interval,interval)', 'EXECUTE')}),
+is(sql(q{SELECT has_function_privilege('public', 'queue.create'::regproc, 'EXECUTE')}),
 	'f', 'queue.create is not executable by PUBLIC');
 is( sql(qq{SELECT string_agg(f.oid::regprocedure::text, ',') FROM ($ext_functions) f WHERE f.prosecdef}),
 	'queue_internal.refuse_dropping_handlers()',
@@ -225,7 +225,7 @@ my $hq_id;
 SET search_path = pg_catalog;
 CREATE EXTENSION queue;
 GRANT CREATE ON SCHEMA public TO attacker;
-GRANT EXECUTE ON FUNCTION queue.create(text, boolean, interval, integer, text, interval, interval) TO attacker;
+GRANT EXECUTE ON FUNCTION queue.create TO attacker;
 CREATE TABLE public.trap_log (
     what  text,
     usr   name DEFAULT current_user,
@@ -254,6 +254,8 @@ END $$;
 ALTER FUNCTION public.victim_handler(queue.message[]) OWNER TO app;
 SELECT queue.create('hq');
 SELECT queue.grant('hq', 'all', 'app');
+SELECT queue.create('hfq', fifo => true);
+SELECT queue.grant('hfq', 'all', 'app');
 -- the worst search_path an administrator can set: public before pg_catalog
 ALTER DATABASE hostile SET search_path = public, pg_catalog;
 };
@@ -372,6 +374,7 @@ for my $t (@types)
 	push @operators, [ $_, $t, $t, 'boolean' ] for sort keys %opname;
 }
 push @operators, [ $_, 'bigint', 'integer', 'boolean' ] for sort keys %opname;
+push @operators, [ $_, 'smallint', 'integer', 'boolean' ] for sort keys %opname;
 push @operators,
   [ '+', 'integer', 'integer', 'integer' ],
   [ '+', 'bigint', 'bigint', 'bigint' ],
@@ -492,6 +495,22 @@ SELECT * FROM queue.queue_stats();
 SELECT queue.purge('$q');
 SELECT queue.send('$q', '{"tag": "kept"}', dedup_key => 'k9');
 SELECT queue.archive('$q', r.id, r.receipt) FROM queue.read('$q', 1) r;
+SELECT queue.create('${q}_fifo', fifo => true);
+SELECT queue.create('${q}_fair', fair => true);
+SELECT queue.send_batch('${q}_fifo', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[], group_key => 'g1');
+SELECT queue.send_batch('${q}_fifo', ARRAY['{"n": 4}', '{"n": 5}']::jsonb[], group_key => 'g2', priority => 3);
+SELECT queue.send('${q}_fifo', '{"n": 6}', priority => 7);
+SELECT queue.ack('${q}_fifo', r.id, r.receipt) FROM queue.read('${q}_fifo', 3) r;
+SELECT queue.nack('${q}_fifo', r.id, r.receipt) FROM queue.read('${q}_fifo', 1) r;
+SELECT id FROM queue.pop('${q}_fifo', 10);
+SELECT queue.send('${q}_fair', '{"n": 1}', group_key => 'a');
+SELECT queue.send('${q}_fair', '{"n": 2}', group_key => 'a', priority => 2);
+SELECT queue.send('${q}_fair', '{"n": 3}', group_key => 'b');
+SELECT queue.send('${q}_fair', '{"n": 4}');
+SELECT id FROM queue.read('${q}_fair', 2, visibility_timeout => '0');
+SELECT id FROM queue.pop('${q}_fair', 10);
+SELECT queue.drop('${q}_fifo');
+SELECT queue.drop('${q}_fair');
 SELECT queue.alter('$q', rename_to => '${q}2');
 SELECT queue.alter('${q}2', reset => '{max_attempts, dead_letter_queue, visibility_timeout}');
 SELECT queue.drop('${q}_dlq');
@@ -511,6 +530,7 @@ hostile(
 	q{SELECT queue.subscribe('hc', 'hq', 'public.victim_handler(queue.message[])', batch_size => 5,
 	                         batch_window => '10 milliseconds', max_concurrency => 2,
 	                         rate_limit => 10000, retry_backoff => '10 milliseconds');
+	  SELECT queue.subscribe('hf', 'hfq', 'public.victim_handler(queue.message[])', batch_size => 3);
 	  SELECT queue.alter_consumer('hc', batch_size => 7, reset => '{rate_limit}');
 	  SELECT queue.pause('hc');
 	  SELECT queue.resume('hc');
@@ -525,14 +545,20 @@ hostile(
 	q{SELECT queue.send_batch('hq', ARRAY['{"tag": "w1"}', '{"tag": "w2"}', '{"tag": "w3"}',
 	                                     '{"tag": "w4"}', '{"tag": "w5"}', '{"tag": "w6"}',
 	                                     '{"tag": "w7"}', '{"tag": "w8"}', '{"tag": "w9"}']::jsonb[])});
-wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 9 FROM public.handled},
-	'the drain worker handles the messages', 'hostile');
+hostile(
+	q{SELECT queue.send_batch('hfq', ARRAY['{"tag": "f1"}', '{"tag": "f2"}', '{"tag": "f3"}']::jsonb[],
+	                         group_key => 'g1');
+	  SELECT queue.send_batch('hfq', ARRAY['{"tag": "f4"}', '{"tag": "f5"}']::jsonb[],
+	                         group_key => 'g2', priority => 2);
+	  SELECT queue.send('hfq', '{"tag": "f6"}')});
+wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 15 FROM public.handled},
+	'the drain workers handle the messages of both queues', 'hostile');
 is(hcheck(q{SELECT string_agg(DISTINCT path || ' as ' || usr, ',') FROM public.handled}),
 	'public, pg_catalog as app',
 	'the worker ran with the database\'s search_path, public first, as app');
 # the control inside a worker: an unqualified now() in the handler is caught
 hostile(q{SELECT queue.send('hq', '{"tag": "control", "control": true}')});
-wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 10 FROM public.handled},
+wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 16 FROM public.handled},
 	'the control message is handled', 'hostile');
 is(hcheck(q{SELECT string_agg(what || ' by ' || usr || ' in ' || app, ',') FROM public.trap_log}),
 	'now() by app in queue consumer hc',
@@ -557,10 +583,11 @@ wait_until(
 	'the drained queue\'s segments are recycled', 'hostile');
 $att->query_safe(q{SELECT queue.drop('att2')});
 $att->quit;
-hostile(q{SELECT queue.pause('hc'); SELECT queue.unsubscribe('hc')}, 'app');
+hostile(q{SELECT queue.pause('hc'); SELECT queue.unsubscribe('hc'); SELECT queue.unsubscribe('hf')}, 'app');
 hostile(q{SELECT queue.drop('su2')});
 
-is(hcheck(q{SELECT count(*) FROM public.handled}), '11', 'every message was handled once');
+is(hcheck(q{SELECT count(*) || ',' || count(DISTINCT id) FROM public.handled}), '17,17',
+	'every message was handled once');
 is( hcheck(q{SELECT count(*) FROM public.trap_log WHERE what <> 'now()' OR app <> 'queue consumer hc'}),
 	'0', 'nothing but the control fell into a trap: not the API, the workers or the event trigger');
 my @calls = slurp_file($node->logfile, $offset) =~ /hostile trap called: (.*)/g;
