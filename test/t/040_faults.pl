@@ -31,7 +31,8 @@
 #  C. kill -9 of the launcher while a backlog drains;
 #  D. immediate shutdown under load: producers (send_batch, send, sends
 #     rolled back), external consumers (read + ack, abandoned leases) and
-#     the drain all running;
+#     the drain of a plain and of a FIFO queue all running (from then on,
+#     each FIFO group must also have taken effect in send order);
 #  E. an unlogged queue after a crash, with a consumer: empty afterwards,
 #     the durable queue intact, and no error loop (the log stays free of
 #     errors while its workers and maintenance keep running);
@@ -104,19 +105,22 @@ CREATE TABLE processed (
     q         text NOT NULL,
     attempts  int NOT NULL,
     tag       text,
+    grp       text,
+    seq       bigserial,          -- the order effects were made in
     pid       int DEFAULT pg_backend_pid(),
     xact      bigint DEFAULT txid_current());
 GRANT SELECT, INSERT ON sent, processed TO app;
+GRANT USAGE ON SEQUENCE processed_seq_seq TO app;
 CREATE FUNCTION handler(msgs queue.message[]) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
     failed bigint[];
     s float8;
 BEGIN
-    INSERT INTO processed (id, q, attempts, tag)
+    INSERT INTO processed (id, q, attempts, tag, grp)
     SELECT m.id, regexp_replace(current_setting('application_name'), '^queue consumer ', ''),
-           m.attempts, m.payload->>'tag'
-      FROM unnest(msgs) m WHERE NOT m.payload ? 'fail_me';
+           m.attempts, m.payload->>'tag', m.group_key
+      FROM unnest(msgs) m WHERE NOT m.payload ? 'fail_me' ORDER BY m.id;
     IF EXISTS (SELECT FROM unnest(msgs) m WHERE m.payload ? 'gate') THEN
         -- the batch's ids show in pg_locks; then wait at the gate
         PERFORM pg_advisory_xact_lock_shared(m.id) FROM unnest(msgs) m;
@@ -215,6 +219,10 @@ sub check_ledger
 		'0', "$what: nothing took effect that no committed send sent");
 	is( $q->(q{SELECT count(*) FROM processed p JOIN sent s USING (id) WHERE s.expect <> 'once'}),
 		'0', "$what: no message meant to fail or to be lost took effect");
+	is( $q->(
+			q{SELECT count(*) FROM (SELECT id, lag(id) OVER (PARTITION BY grp ORDER BY seq) AS prev
+			                          FROM processed WHERE q = 'cfifo') o WHERE prev > id}),
+		'0', "$what: each FIFO group took effect in send order");
 	note "$what: ledger "
 	  . $q->(q{SELECT count(*) || ' sent, ' || (SELECT count(*) FROM processed) || ' processed' FROM sent});
 	return;
@@ -405,14 +413,25 @@ cmp_ok(sql(q{SELECT count(*) FROM processed WHERE tag = 'c'}), '==', 300,
 
 note 'D. immediate shutdown under load';
 make_queue('qext');
+sql(q{SELECT queue.create('qfifo', fifo => true); SELECT queue.grant('qfifo', 'all', 'app')});
+as_app(q{SELECT queue.subscribe('cfifo', 'qfifo', 'handler(queue.message[])', batch_size => 10,
+                                max_concurrency => 2)});
 # producers: batches and single sends to both queues, every seventh
 # transaction rolled back; the ledger rows go with the sends
 # $batches: the queue of the batches; $singles: the queue of single sends
 # with headers and a group key, if any; $pause: seconds between rounds
 sub producer_sql
 {
-	my ($batches, $singles, $pause) = @_;
+	my ($batches, $singles, $pause, $fifo, $groups) = @_;
 	$pause //= 0;
+	# batches to a FIFO queue, in groups of this producer's own (so that its
+	# send order is the groups' order)
+	my $fifo_sql = !$fifo ? '' : qq{
+        INSERT INTO sent (id, q, expect)
+        SELECT id, '$fifo', 'once'
+          FROM queue.send_batch('$fifo', ARRAY(SELECT jsonb_build_object('i', i, 'tag', 'd')
+                                                 FROM generate_series(1, 1 + i % 5)),
+                                group_key => '$groups' || i % 4) id;};
 	my $single = !$singles ? '' : qq{
         INSERT INTO sent (id, q, expect)
         SELECT queue.send('$singles', jsonb_build_object('i', i, 'tag', 'd'),
@@ -426,7 +445,7 @@ BEGIN
         INSERT INTO sent (id, q, expect)
         SELECT id, '$batches', 'once'
           FROM queue.send_batch('$batches', ARRAY(SELECT jsonb_build_object('i', i, 'tag', 'd')
-                                                    FROM generate_series(1, 1 + i % 20))) id;$single
+                                                    FROM generate_series(1, 1 + i % 20))) id;$single$fifo_sql
         IF i % 7 = 0 THEN
             ROLLBACK;
         ELSE
@@ -458,17 +477,20 @@ BEGIN
 END $$;
 };
 my @load;
-for my $sql (producer_sql('qa', 'qext'), producer_sql('qa', 'qext'), $consumer_sql, $consumer_sql)
+for my $sql (producer_sql('qa', 'qext', 0, 'qfifo', 'p1-'), producer_sql('qa', 'qext', 0, 'qfifo', 'p2-'),
+	$consumer_sql, $consumer_sql)
 {
 	my $s = $node->background_psql('postgres', on_error_stop => 0);
 	$s->query_until(qr/start/, "\\echo start\n$sql");
 	push @load, $s;
 }
 wait_until(
-	q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
+	q{SELECT count(*) >= 3000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
 	'D: producers and the drain are running');
-wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
+wait_until(q{SELECT count(*) >= 300 FROM processed WHERE q = 'ext:qext'},
 	'D: the external consumers are running');
+wait_until(q{SELECT count(*) >= 300 FROM processed WHERE q = 'cfifo'},
+	'D: the FIFO queue\'s consumer is running');
 my $d_sent = sql(q{SELECT count(*) FROM sent});
 $node->stop('immediate');
 $faults++;
@@ -489,6 +511,9 @@ cmp_ok(sql(q{SELECT count(*) FROM processed WHERE q = 'ext:qext' AND attempts > 
 	'>', 0, 'D: abandoned leases were delivered again (at-least-once), and took effect once');
 is(sql(q{SELECT messages FROM queue.queues WHERE queue_name = 'qext'}), '0',
 	'D: the external queue is empty');
+is(sql(q{SELECT count(DISTINCT grp) FROM processed WHERE q = 'cfifo'}), '8',
+	'D: the FIFO queue had eight groups');
+as_app(q{SELECT queue.unsubscribe('cfifo')});
 
 # ---- E. an unlogged queue after a crash ------------------------------------------------
 
