@@ -36,6 +36,7 @@
 #include "storage/spin.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -94,6 +95,7 @@ typedef struct PendingQueue
 static QueueShared *shared = NULL;
 static HTAB *slot_hash = NULL;
 static List *pending = NIL;		/* of PendingQueue, in TopTransactionContext */
+static List *to_wake = NIL;		/* of PendingQueue: the ending transaction's wakeups */
 
 #ifdef QUEUE_HAS_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -217,18 +219,30 @@ wake_slot(QueueSlot *slot)
 		registry_poke_launcher();
 }
 
-/*
- * Wakes the waiters of a queue whose changes were rolled back: rows the
- * transaction had locked (read, acked, popped) are there for them again.
- * Must not throw: it runs during abort.
- */
+/* Wakes a queue's waiters (those of queues without a slot: all of them). */
 static void
-wake_after_abort(const PendingQueue *p)
+wake_queue(const SlotKey *key)
 {
-	QueueSlot  *slot = slot_find(&p->key, false);
+	QueueSlot  *slot = slot_find(key, false);
 
 	if (slot != NULL)
 		wake_slot(slot);
+	else
+	{
+		pg_atomic_fetch_add_u64(&shared->overflow_seq, 1);
+		ConditionVariableBroadcast(&shared->overflow_cv);
+	}
+}
+
+/* Adds a record to the wakeups due once the locks are released. */
+static List *
+wake_later(List *list, PendingQueue *p)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	list = lappend(list, p);
+	MemoryContextSwitchTo(old);
+	return list;
 }
 
 /* Applies one committed record to its queue's slot; must not throw. */
@@ -252,14 +266,7 @@ apply_pending(const PendingQueue *p)
 								  p->hidden[i].in_flight, p->hidden[i].delayed);
 	slot = slot_find(&p->key, true);
 	if (slot == NULL)
-	{
-		if (p->wake)
-		{
-			pg_atomic_fetch_add_u64(&shared->overflow_seq, 1);
-			ConditionVariableBroadcast(&shared->overflow_cv);
-		}
 		return;
-	}
 	SpinLockAcquire(&slot->mutex);
 	if (p->created)
 	{
@@ -275,9 +282,6 @@ apply_pending(const PendingQueue *p)
 	slot->acked += p->acked;
 	slot->dead += p->dead;
 	SpinLockRelease(&slot->mutex);
-	/* new hidden counts may end a waiter's sleep sooner than it planned */
-	if (p->wake || p->nhidden > 0)
-		wake_slot(slot);
 }
 
 static void
@@ -310,14 +314,22 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			to_wake = NIL;
 			foreach(lc, pending)
-				apply_pending((PendingQueue *) lfirst(lc));
+			{
+				PendingQueue *p = (PendingQueue *) lfirst(lc);
+
+				apply_pending(p);
+				/* new hidden counts may end a waiter's sleep sooner than it planned */
+				if (!p->dropped && (p->wake || p->nhidden > 0))
+					to_wake = wake_later(to_wake, p);
+			}
 			pending = NIL;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			foreach(lc, pending)
-				wake_after_abort((PendingQueue *) lfirst(lc));
+			/* rows the transaction had locked are there for the waiters again */
+			to_wake = pending;
 			pending = NIL;
 			break;
 		case XACT_EVENT_PREPARE:
@@ -326,6 +338,26 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		default:
 			break;
 	}
+}
+
+/*
+ * Wakes the waiters of the queues the ending transaction (or aborted
+ * savepoint) changed, once its locks are gone: a FIFO group's lock is
+ * released after the commit, and a waiter woken before would find the
+ * group still locked and sleep on.  The records live in
+ * TopTransactionContext, which outlives this phase.  Must not throw.
+ */
+static void
+resource_release_callback(ResourceReleasePhase phase, bool isCommit pg_attribute_unused(),
+						  bool isTopLevel pg_attribute_unused(), void *arg pg_attribute_unused())
+{
+	ListCell   *lc;
+
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || to_wake == NIL)
+		return;
+	foreach(lc, to_wake)
+		wake_queue(&((PendingQueue *) lfirst(lc))->key);
+	to_wake = NIL;
 }
 
 /* A committed savepoint hands its records to its parent; an aborted one drops them. */
@@ -362,7 +394,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid pg_attribute_unuse
 
 			if (p->nest_level >= level)
 			{
-				wake_after_abort(p);
+				to_wake = wake_later(to_wake, p);
 				pending = foreach_delete_current(pending, lc);
 			}
 		}
@@ -381,6 +413,7 @@ shmem_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = shmem_startup;
 	RegisterXactCallback(xact_callback, NULL);
+	RegisterResourceReleaseCallback(resource_release_callback, NULL);
 	RegisterSubXactCallback(subxact_callback, NULL);
 }
 

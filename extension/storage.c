@@ -87,7 +87,12 @@ static HTAB *plan_cache = NULL;
 	"  AND e.receipt IS NOT NULL AND e.visible_at > $1)" \
 	" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END)"
 
-/* The claims: oldest first from one segment, or by priority from all. */
+/*
+ * The claims: oldest first from one segment, or by priority from all.  The
+ * order names the table's columns: an unqualified "priority" would be the
+ * output column priority::integer, which no index serves, and the claim
+ * would filter (and lock the FIFO groups of) every visible row, then sort.
+ */
 #define CLAIM_SQL(from, where) "SELECT " MESSAGE_COLUMNS " FROM " from " m" \
 	" WHERE " where " AND visible_at <= $1 AND id <> ALL ($2)"
 #define CLAIM_TAIL(order) " ORDER BY " order " LIMIT $3 FOR UPDATE SKIP LOCKED"
@@ -120,28 +125,28 @@ static const StatementDef statements[STMT__COUNT] = {
 		7, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT4OID, INT8OID}
 	},
 	[STMT_CLAIM] = {
-		CLAIM_SQL("{T}", "id >= $4") CLAIM_TAIL("id"),
+		CLAIM_SQL("{T}", "id >= $4") CLAIM_TAIL("m.id"),
 		CLAIM_ARGS
 	},
 	[STMT_CLAIM_IDS] = {
-		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("id"),
+		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
 	[STMT_CLAIM_FIFO] = {
-		CLAIM_SQL("{T}", "id >= $4") FIFO_HEAD CLAIM_TAIL("id"),
+		CLAIM_SQL("{T}", "id >= $4") FIFO_HEAD CLAIM_TAIL("m.id"),
 		CLAIM_ARGS
 	},
 	[STMT_CLAIM_IDS_FIFO] = {
-		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("id"),
+		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
 	/* $4 is not used: the claims share their parameters */
 	[STMT_CLAIM_PRIORITY] = {
-		CLAIM_SQL("{P}", "priority > 0") CLAIM_TAIL("priority DESC, id"),
+		CLAIM_SQL("{P}", "priority > 0") CLAIM_TAIL("m.priority DESC, m.id"),
 		CLAIM_ARGS
 	},
 	[STMT_CLAIM_PRIORITY_FIFO] = {
-		CLAIM_SQL("{P}", "priority > 0") FIFO_HEAD CLAIM_TAIL("priority DESC, id"),
+		CLAIM_SQL("{P}", "priority > 0") FIFO_HEAD CLAIM_TAIL("m.priority DESC, m.id"),
 		CLAIM_ARGS
 	},
 	/*
@@ -163,20 +168,20 @@ static const StatementDef statements[STMT__COUNT] = {
 	/* up to $5 messages for each key of $4, in the keys' order */
 	[STMT_CLAIM_FAIR] = {
 		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
-		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") " ORDER BY priority DESC, id"
+		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") " ORDER BY m.priority DESC, m.id"
 		"  LIMIT $5 FOR UPDATE OF m SKIP LOCKED) c"
 		" ORDER BY k.n, c.priority DESC, c.id LIMIT $3",
 		CLAIM_KEYS_ARGS
 	},
 	[STMT_CLAIM_FAIR_FIFO] = {
 		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
-		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") FIFO_HEAD " ORDER BY id"
+		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") FIFO_HEAD " ORDER BY m.id"
 		"  LIMIT 1 FOR UPDATE OF m SKIP LOCKED) c"
 		" ORDER BY k.n LIMIT $3",
 		CLAIM_KEYS_ARGS
 	},
 	[STMT_CLAIM_UNGROUPED] = {
-		CLAIM_SQL("{P}", "group_key IS NULL") CLAIM_TAIL("priority DESC, id"),
+		CLAIM_SQL("{P}", "group_key IS NULL") CLAIM_TAIL("m.priority DESC, m.id"),
 		CLAIM_ARGS
 	},
 	[STMT_WRITE_LEASE] = {

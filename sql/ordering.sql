@@ -87,6 +87,16 @@ SELECT count(*) AS sent FROM (
   UNION ALL SELECT queue.send('ffp', '"z1 low"', group_key => 'z')) s;
 SELECT payload FROM queue.pop('ffp', 10);
 SELECT payload FROM queue.pop('ffp', 10);
+-- A read locks only the groups of the messages it takes (a group lock shows
+-- in pg_locks as an advisory lock with objsubid 20821), with priorities too.
+SELECT count(*) AS sent FROM generate_series(1, 50) g,
+  LATERAL queue.send('ffp', to_jsonb(g), group_key => 'p' || g, priority => g % 3) s;
+BEGIN;
+SELECT payload FROM queue.read('ffp', 2);
+SELECT count(*) AS group_locks FROM pg_locks
+ WHERE locktype = 'advisory' AND objsubid = 20821 AND pid = pg_backend_pid();
+ROLLBACK;
+SELECT count(*) AS drained FROM queue.pop('ffp', 100);
 
 -- Fair queues: turns go round-robin across group keys, one message a key a
 -- turn, from where the last read stopped; messages without a key have one

@@ -10,7 +10,9 @@
 # - is woken by a commit, and returns the committed message long before its
 #   60 s run out;
 # - times out with no rows when nothing comes;
-# - on a FIFO queue, is woken by the ack that frees a group in flight.
+# - on a FIFO queue, is woken by the ack that frees a group in flight;
+# - fails with 55000 (and moves nothing) when a message it would dead-letter
+#   has lost its dead-letter queue to an alter and a drop during the wait.
 # A wait in a REPEATABLE READ or SERIALIZABLE transaction is refused with
 # 0A000, since its snapshot could never see the message that woke it.
 #
@@ -216,6 +218,30 @@ $sender->query_safe('COMMIT');
 ($out, $elapsed) = finish_wait($t0);
 is($out, 'f2', "the commit frees the group: the waiter gets its next message");
 woken_ok($elapsed, 'woken by the commit of the ack that freed the group');
+
+# --- a dead-letter queue dropped while a reader waits: 55000, nothing lost ---------
+
+# The waiter looked its queue up when its wait began; meanwhile the queue is
+# pointed at another dead-letter queue and the old one dropped.  When the
+# leased message comes back past max_attempts, the move to the dropped queue
+# fails with 55000 and leaves the message where it was.
+sql(q{SELECT queue.create('wd_old'), queue.create('wd_new')});
+sql(q{SELECT queue.create('wd', max_attempts => 1, dead_letter_queue => 'wd_old')});
+my $wd_id = sql(q{SELECT queue.send('wd', '{"k": "dead"}')});
+is(sql(q{SELECT count(*) FROM queue.read('wd', visibility_timeout => '3 seconds')}), '1',
+	'the message is read once (its one attempt), leased for 3 s');
+start_wait(q{SELECT payload->>'k' FROM queue.read('wd', wait => '30s')});
+ok(waiter_sleeps_in_extension(), 'waiter sleeps while the message is leased');
+sql(q{SELECT queue.alter('wd', dead_letter_queue => 'wd_new')});
+is(sql(q{SELECT queue.drop('wd_old')}), 't', 'the old dead-letter queue is dropped meanwhile');
+($out, $elapsed) = finish_wait(time);
+is($out, '', 'the waiter returns nothing');
+like($waiter->{stderr}, qr/ERROR:\s+55000: the dead-letter queue of queue "wd" was dropped while this statement ran/,
+	'55000: its dead-letter queue was dropped while it ran');
+$waiter->{stderr} = '';
+is(sql(q{SELECT count(*) FROM queue.read('wd')}), '0', 'a new read moves the message on');
+is(sql(q{SELECT string_agg(id::text, ',') FROM queue.pop('wd_new', 10)}), $wd_id,
+	'into the new dead-letter queue');
 
 # --- REPEATABLE READ and SERIALIZABLE refuse to wait -----------------------------
 
