@@ -481,7 +481,7 @@ BEGIN
 END $$;
 };
 my @load;
-for my $sql (producer_sql('qa', 'qext', 0, 'qfifo', 'p1-'), producer_sql('qa', 'qext', 0, 'qfifo', 'p2-'),
+for my $sql (producer_sql('qa', 'qext', 0.002, 'qfifo', 'p1-'), producer_sql('qa', 'qext', 0.002, 'qfifo', 'p2-'),
 	$consumer_sql, $consumer_sql)
 {
 	my $s = $node->background_psql('postgres', on_error_stop => 0);
@@ -489,11 +489,11 @@ for my $sql (producer_sql('qa', 'qext', 0, 'qfifo', 'p1-'), producer_sql('qa', '
 	push @load, $s;
 }
 wait_until(
-	q{SELECT count(*) >= 3000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
+	q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
 	'D: producers and the drain are running');
-wait_until(q{SELECT count(*) >= 300 FROM processed WHERE q = 'ext:qext'},
+wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
 	'D: the external consumers are running');
-wait_until(q{SELECT count(*) >= 300 FROM processed WHERE q = 'cfifo'},
+wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'cfifo'},
 	'D: the FIFO queue\'s consumer is running');
 my $d_sent = sql(q{SELECT count(*) FROM sent});
 $node->stop('immediate');
@@ -682,10 +682,10 @@ for my $c (qw(h1 h2 h3))
 	                                 max_concurrency => 2)});
 }
 $offset = -s $node->logfile;
-send_n("q$_", 100, '{"sleep": 0.01, "tag": "h"}') for qw(h1 h2 h3);
+send_n("q$_", 50, '{"sleep": 0.01, "tag": "h"}') for qw(h1 h2 h3);
 $faults++;
 after_fault('H');
-is(sql(q{SELECT count(*) FROM processed WHERE tag = 'h'}), '300',
+is(sql(q{SELECT count(*) FROM processed WHERE tag = 'h'}), '150',
 	'H: the three backlogs took effect');
 ok($node->log_contains(qr/could not start a worker: no background worker slot is free/, $offset),
 	'H: the launcher did run out of worker slots');
