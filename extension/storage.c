@@ -132,9 +132,10 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
+	/* only ids below $4 + $5: see storage_claim */
 	[STMT_CLAIM_FIFO] = {
-		CLAIM_SQL("{T}", "id >= $4") FIFO_HEAD CLAIM_TAIL("m.id"),
-		CLAIM_ARGS
+		CLAIM_SQL("{T}", "id >= $4 AND id < $4 + $5") FIFO_HEAD CLAIM_TAIL("m.id"),
+		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
 	[STMT_CLAIM_IDS_FIFO] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("m.id"),
@@ -145,9 +146,25 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_SQL("{P}", "priority > 0") CLAIM_TAIL("m.priority DESC, m.id"),
 		CLAIM_ARGS
 	},
+	/*
+	 * The first $3 heads, by priority, among the first $5 prioritized
+	 * messages (see storage_claim), chosen before any group lock is taken:
+	 * the sort by priority would otherwise run the lock on every candidate.
+	 */
 	[STMT_CLAIM_PRIORITY_FIFO] = {
-		CLAIM_SQL("{P}", "priority > 0") FIFO_HEAD CLAIM_TAIL("m.priority DESC, m.id"),
-		CLAIM_ARGS
+		CLAIM_SQL("{P}", "m.id = ANY (ARRAY("
+				  "SELECT h.id FROM {P} h WHERE h.id = ANY (ARRAY("
+				  "  SELECT id FROM {P} WHERE priority > 0 AND visible_at <= $1 AND id <> ALL ($2)"
+				  "  ORDER BY priority DESC, id LIMIT $5))"
+				  " AND (h.group_key IS NULL OR"
+				  "  NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = h.group_key"
+				  "   AND (e.group_key, e.id) < (h.group_key, h.id))"
+				  "  AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = h.group_key"
+				  "   AND e.receipt IS NOT NULL AND e.visible_at > $1))"
+				  " ORDER BY h.priority DESC, h.id LIMIT $3))")
+		" AND (m.group_key IS NULL OR queue_internal.try_group_lock({Q}, m.group_key))"
+		CLAIM_TAIL("m.priority DESC, m.id"),
+		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
 	/*
 	 * A fair queue's turns: up to $3 group keys with a visible message, in
@@ -173,10 +190,19 @@ static const StatementDef statements[STMT__COUNT] = {
 		" ORDER BY k.n, c.priority DESC, c.id LIMIT $3",
 		CLAIM_KEYS_ARGS
 	},
+	/*
+	 * The head of each key of $4 in a FIFO queue: its first message, if
+	 * that is visible, no later one is leased and the group's lock is free.
+	 * Only the first is looked at, so a group in flight costs one probe.
+	 */
 	[STMT_CLAIM_FAIR_FIFO] = {
 		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
-		" LATERAL (" CLAIM_SQL("{P}", "m.group_key = k.key") FIFO_HEAD " ORDER BY m.id"
-		"  LIMIT 1 FOR UPDATE OF m SKIP LOCKED) c"
+		" LATERAL (" CLAIM_SQL("{P}", "m.id = (SELECT e.id FROM {P} e WHERE e.group_key = k.key"
+							   " ORDER BY e.group_key, e.id LIMIT 1)")
+		" AND CASE WHEN NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key"
+		"  AND e.receipt IS NOT NULL AND e.visible_at > $1)"
+		" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END"
+		"  FOR UPDATE OF m SKIP LOCKED) c"
 		" ORDER BY k.n LIMIT $3",
 		CLAIM_KEYS_ARGS
 	},
@@ -430,8 +456,9 @@ storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair)
 	 * The segments: children of q<id>, each with its own primary key, an
 	 * index of its prioritized messages (empty, and free to keep, when none
 	 * is), in a FIFO queue the indexes that find a group's earlier and
-	 * leased messages, and in a fair queue those that find the group keys,
-	 * a key's next message and the next message without a key.
+	 * leased messages, and in a fair queue those that find the group keys
+	 * and a key's next message; both find the next message without a key
+	 * (claim_fair).
 	 */
 	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
 	{
@@ -447,7 +474,7 @@ storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair)
 			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (group_key)"
 							 " WHERE receipt IS NOT NULL", id, seg));
 		}
-		if (!fair)
+		if (!fifo && !fair)
 			continue;
 		/* FIFO's group index serves a fair FIFO queue: order within a group is by id */
 		if (!fifo)
@@ -751,7 +778,8 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 		{
 			claim_segment(fifo ? STMT_CLAIM_FAIR_FIFO : STMT_CLAIM_FAIR, queue_id, -1, now,
 						  ids, nids, key_array, Int32GetDatum(per_key), r, limit);
-			served = r->ntuples - before;
+			if (round == 0)
+				served = r->ntuples - before;
 		}
 		/* one turn for the messages without a key, or the rest of the batch */
 		if (r->ntuples < limit)
@@ -761,6 +789,9 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 			break;
 	}
 }
+
+/* How many ids per message asked for a FIFO claim reads in order at most. */
+#define FIFO_SCAN_IDS	4
 
 /*
  * Locks up to limit visible messages, highest priority first and oldest
@@ -795,7 +826,8 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	}
 	if (segment_prioritized(queue_id))
 		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
-					  ids, &nids, Int64GetDatum(0), 0, &r, limit);
+					  ids, &nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_IDS * limit), &r,
+					  limit);
 	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
@@ -821,10 +853,22 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		if (scan && r.ntuples < limit)
 		{
 			claim_segment(fifo ? STMT_CLAIM_FIFO : STMT_CLAIM, queue_id, seg, now, ids, &nids,
-						  Int64GetDatum(from), 0, &r, limit);
+						  Int64GetDatum(from), Int64GetDatum(FIFO_SCAN_IDS * limit), &r, limit);
 			segment_after_read(queue_id, seg);
 		}
 	}
+
+	/*
+	 * A FIFO claim reads messages in order but takes only heads of groups,
+	 * so when few groups have a deliverable head, an unbounded scan would
+	 * walk the whole backlog of the groups in flight, probing every message.
+	 * It reads FIFO_SCAN_IDS ids (or prioritized messages) per message asked
+	 * for instead, and what it could not fill there it takes group by group,
+	 * skipping through the group index (claim_fair), at a cost that grows
+	 * with the groups, not the messages.
+	 */
+	if (fifo && r.ntuples < limit)
+		claim_fair(queue_id, true, now, ids, &nids, &r, limit);
 	return r;
 }
 
