@@ -328,6 +328,9 @@ END
 $$;
 COMMENT ON FUNCTION queue_internal.refuse_dropping_handlers() IS
   'Event trigger function: refuses to drop a function that a consumer uses as its handler.';
+-- An event trigger runs its function without checking EXECUTE, so nobody
+-- needs it; a SECURITY DEFINER function is not left executable by PUBLIC.
+REVOKE ALL ON FUNCTION queue_internal.refuse_dropping_handlers() FROM PUBLIC;
 CREATE EVENT TRIGGER queue_refuse_dropping_handlers ON sql_drop
   EXECUTE FUNCTION queue_internal.refuse_dropping_handlers();
 COMMENT ON EVENT TRIGGER queue_refuse_dropping_handlers IS
