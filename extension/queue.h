@@ -194,6 +194,7 @@ typedef enum StorageStatement
 	STMT_CLAIM_FAIR,
 	STMT_CLAIM_FAIR_FIFO,
 	STMT_CLAIM_UNGROUPED,
+	STMT_ANY_PRIORITIZED,
 	STMT__COUNT
 } StorageStatement;
 
@@ -251,7 +252,8 @@ extern Oid	segment_relid(int64 queue_id, int seg);
 extern int	segment_for_insert(int64 queue_id);
 extern void segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at);
 extern void segment_note_priority(int64 queue_id, int seg);
-extern bool segment_prioritized(int64 queue_id);
+extern bool segment_prioritized(int64 queue_id, bool *unknown);
+extern void segment_priority_none(int64 queue_id);
 #define FAIR_CURSOR_BYTES 64
 extern void segment_fair_cursor(int64 queue_id, char *key);
 extern void segment_set_fair_cursor(int64 queue_id, const char *key);

@@ -94,6 +94,14 @@
 #define PROBE_EVERY_USECS	(5 * 1000)	/* reads probe a segment this often */
 #define MOVE_LIMIT			10000	/* hidden rows a recycle copies at most */
 
+/* What is known of a segment's prioritized messages. */
+typedef enum SegPriority
+{
+	PRIORITY_NONE,				/* none was written since it was last empty */
+	PRIORITY_SOME,				/* one was written */
+	PRIORITY_UNKNOWN			/* it held rows when the state was loaded */
+} SegPriority;
+
 /* Where reads start in one segment table; see the header comment. */
 typedef struct SegHint
 {
@@ -102,7 +110,7 @@ typedef struct SegHint
 	bool		probing;
 	bool		empty;			/* nothing deliverable at or above scan_from */
 	bool		drained;		/* nothing deliverable, at most MOVE_LIMIT hidden rows */
-	bool		prioritized;	/* may hold messages with a priority */
+	SegPriority priority;		/* whether it holds messages with a priority */
 	TimestampTz probed_at;
 	int			nstrag;
 	int64		strag_id[STRAGGLERS];
@@ -191,7 +199,7 @@ hint_reset(SegHint *h, int64 scan_from, bool empty)
 	h->empty = empty;
 	h->drained = false;
 	/* a table not known to be empty may hold anything */
-	h->prioritized = !empty;
+	h->priority = empty ? PRIORITY_NONE : PRIORITY_UNKNOWN;
 	h->probed_at = 0;
 	h->nstrag = 0;
 }
@@ -385,28 +393,57 @@ segment_note_priority(int64 queue_id, int seg)
 	if (st == NULL)
 		return;
 	SpinLockAcquire(&st->mutex);
-	st->hint[seg].prioritized = true;
+	st->hint[seg].priority = PRIORITY_SOME;
 	SpinLockRelease(&st->mutex);
 }
 
 /*
  * Whether any live segment of a queue may hold messages with a priority (so
- * that a claim must look for them first).  A segment's mark lasts until it
- * is recycled; without shared state, every queue may.
+ * that a claim must look for them first); *unknown says whether that is
+ * only because nothing is known of them since the state was loaded.  A
+ * segment's mark lasts until it is recycled; without shared state, every
+ * queue may.
  */
 bool
-segment_prioritized(int64 queue_id)
+segment_prioritized(int64 queue_id, bool *unknown)
 {
 	SegState   *st = seg_find(queue_id, false);
-	bool		prioritized = false;
+	bool		some = false;
+	bool		unknowns = false;
 
+	*unknown = false;
 	if (st == NULL || !st->loaded)
 		return true;
 	SpinLockAcquire(&st->mutex);
-	for (int64 g = st->tail; g <= st->head && !prioritized; g++)
-		prioritized = st->hint[g % QUEUE_SEGMENTS].prioritized;
+	for (int64 g = st->tail; g <= st->head; g++)
+	{
+		some |= st->hint[g % QUEUE_SEGMENTS].priority == PRIORITY_SOME;
+		unknowns |= st->hint[g % QUEUE_SEGMENTS].priority == PRIORITY_UNKNOWN;
+	}
 	SpinLockRelease(&st->mutex);
-	return prioritized;
+	*unknown = unknowns && !some;
+	return some || unknowns;
+}
+
+/*
+ * Records that a look at the whole queue found no prioritized message: the
+ * segments whose state was unknown hold none.  A message written since
+ * marked its segment, which this leaves as it is.
+ */
+void
+segment_priority_none(int64 queue_id)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	for (int seg = 0; seg < QUEUE_SEGMENTS; seg++)
+	{
+		if (st->hint[seg].priority == PRIORITY_UNKNOWN)
+			st->hint[seg].priority = PRIORITY_NONE;
+	}
+	SpinLockRelease(&st->mutex);
 }
 
 /*

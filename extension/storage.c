@@ -70,22 +70,26 @@ static HTAB *plan_cache = NULL;
 	" last_error, receipt, priority::integer"
 
 /*
- * A FIFO queue's claim takes message m only as the head of its group: no
- * earlier message of the group is left (in flight, delayed, failed or
- * locked by a reader: any of them holds the group back), no later one is
- * leased (it can be, when concurrent senders committed out of id order),
- * and the group's lock is free.  The lock closes the window between a
- * reader locking a head and its lease (or its drain batch) committing; it
- * is taken last, so that a group is locked only when its head is taken.
- * The row comparison can only be an index condition on the group index,
- * never on the primary key, whatever the table's statistics when planned.
+ * A FIFO queue's claim takes message m only as the head of its group: the
+ * group's lock is free, no earlier message of the group is left (in
+ * flight, delayed, failed or locked by a reader: any of them holds the
+ * group back), and no later one is leased (it can be, when concurrent
+ * senders committed out of id order).  The lock closes the window between
+ * a reader locking a head and its lease (or its drain batch) committing.
+ * It is tried first, since it is the cheap test that fails for the heads
+ * other readers are taking; so a claim may also hold the lock of a group
+ * whose head is in flight, which holds nobody back that could have taken
+ * a message of it.  The row comparison can only be an index condition on
+ * the group index, never on the primary key, whatever the table's
+ * statistics when planned.
  */
 #define FIFO_HEAD " AND (m.group_key IS NULL OR CASE WHEN" \
+	" queue_internal.try_group_lock({Q}, m.group_key) THEN" \
 	" NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
 	"  AND (e.group_key, e.id) < (m.group_key, m.id))" \
 	" AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
 	"  AND e.receipt IS NOT NULL AND e.visible_at > $1)" \
-	" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END)"
+	" ELSE false END)"
 
 /*
  * The claims: oldest first from one segment, or by priority from all.  The
@@ -132,9 +136,16 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
-	/* only ids below $4 + $5: see storage_claim */
+	/*
+	 * Among the first $5 visible messages only (see storage_claim): the
+	 * bound is computed once, and the scan below it stays in id order, so
+	 * that FIFO_HEAD runs, and takes group locks, only until the batch is
+	 * full.
+	 */
 	[STMT_CLAIM_FIFO] = {
-		CLAIM_SQL("{T}", "id >= $4 AND id < $4 + $5") FIFO_HEAD CLAIM_TAIL("m.id"),
+		CLAIM_SQL("{T}", "id >= $4 AND id <= (SELECT max(c.id) FROM (SELECT id FROM {T}"
+				  " WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2) ORDER BY id LIMIT $5) c)")
+		FIFO_HEAD CLAIM_TAIL("m.id"),
 		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
 	[STMT_CLAIM_IDS_FIFO] = {
@@ -205,6 +216,10 @@ static const StatementDef statements[STMT__COUNT] = {
 		"  FOR UPDATE OF m SKIP LOCKED) c"
 		" ORDER BY k.n LIMIT $3",
 		CLAIM_KEYS_ARGS
+	},
+	[STMT_ANY_PRIORITIZED] = {
+		"SELECT 1 FROM {P} WHERE priority > 0 LIMIT 1",
+		0, {0}
 	},
 	[STMT_CLAIM_UNGROUPED] = {
 		CLAIM_SQL("{P}", "group_key IS NULL") CLAIM_TAIL("m.priority DESC, m.id"),
@@ -790,8 +805,19 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 	}
 }
 
-/* How many ids per message asked for a FIFO claim reads in order at most. */
-#define FIFO_SCAN_IDS	4
+/*
+ * Whether the queue holds any message with a priority that this
+ * transaction can see.
+ */
+static bool
+any_prioritized(int64 queue_id)
+{
+	run_plan(storage_plan(STMT_ANY_PRIORITIZED, queue_id, 0), NULL, NULL);
+	return SPI_processed > 0;
+}
+
+/* How many visible messages per message asked for a FIFO claim looks at in order. */
+#define FIFO_SCAN_ROWS	4
 
 /*
  * Locks up to limit visible messages, highest priority first and oldest
@@ -815,6 +841,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	SegmentRing ring = segment_ring(queue_id);
 	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
 	int			nids = nexclude;
+	bool		unknown;
 
 	r.tuples = palloc(sizeof(HeapTuple) * limit);
 	memcpy(ids, exclude, sizeof(int64) * nexclude);
@@ -824,10 +851,15 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		claim_fair(queue_id, fifo, now, ids, &nids, &r, limit);
 		return r;
 	}
-	if (segment_prioritized(queue_id))
+	if (segment_prioritized(queue_id, &unknown))
+	{
 		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
-					  ids, &nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_IDS * limit), &r,
+					  ids, &nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_ROWS * limit), &r,
 					  limit);
+		/* after a start: one look tells whether the queue holds any at all */
+		if (unknown && r.ntuples == 0 && !any_prioritized(queue_id))
+			segment_priority_none(queue_id);
+	}
 	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
@@ -853,7 +885,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		if (scan && r.ntuples < limit)
 		{
 			claim_segment(fifo ? STMT_CLAIM_FIFO : STMT_CLAIM, queue_id, seg, now, ids, &nids,
-						  Int64GetDatum(from), Int64GetDatum(FIFO_SCAN_IDS * limit), &r, limit);
+						  Int64GetDatum(from), Int64GetDatum(FIFO_SCAN_ROWS * limit), &r, limit);
 			segment_after_read(queue_id, seg);
 		}
 	}
@@ -862,8 +894,8 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	 * A FIFO claim reads messages in order but takes only heads of groups,
 	 * so when few groups have a deliverable head, an unbounded scan would
 	 * walk the whole backlog of the groups in flight, probing every message.
-	 * It reads FIFO_SCAN_IDS ids (or prioritized messages) per message asked
-	 * for instead, and what it could not fill there it takes group by group,
+	 * It looks at FIFO_SCAN_ROWS visible (or prioritized) messages per message
+	 * asked for instead, and what it could not fill there it takes group by group,
 	 * skipping through the group index (claim_fair), at a cost that grows
 	 * with the groups, not the messages.
 	 */
