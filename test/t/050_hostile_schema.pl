@@ -568,8 +568,11 @@ is(hcheck(q{SELECT string_agg(what || ' by ' || usr || ' in ' || app, ',') FROM 
 # pruned, deduplication keys past their window deleted, segments recycled
 my ($su2, $att2) = split /\n/,
   hcheck(q{SELECT id FROM queue.queues WHERE queue_name IN ('su2', 'att2') ORDER BY queue_name DESC});
-is(hcheck(qq{SELECT (SELECT count(*) FROM queue_internal.a$su2) + (SELECT count(*) FROM queue_internal.a$att2)}),
-	'4', 'each tour left two messages in its archive');
+# (each tour archives two messages, the second more than its 1 s retention
+# after the first on a slow run, when archiving it prunes the first)
+is(hcheck(qq{SELECT (SELECT count(*) FROM queue_internal.a$su2) >= 1
+                AND (SELECT count(*) FROM queue_internal.a$att2) >= 1}),
+	't', 'each tour left messages in its archive');
 wait_until(
 	qq{SELECT (SELECT pg_catalog.count(*) FROM queue_internal.dedup) OPERATOR(pg_catalog.=) 0
 	     AND NOT EXISTS (SELECT FROM queue_internal.a$su2)
