@@ -494,6 +494,15 @@ wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
 	'D: the external consumers are running');
 wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'cfifo'},
 	'D: the FIFO queue\'s consumer is running');
+# leases abandoned for sure (the consumers' own abandoned reads may find the
+# queue empty): messages sent and leased in one committed transaction
+sql(q{BEGIN;
+      INSERT INTO sent (id, q, expect)
+      SELECT queue.send('qext', jsonb_build_object('i', -s, 'tag', 'd'), headers => '{"h": 1}'),
+             'qext', 'once'
+        FROM generate_series(1, 5) s;
+      SELECT count(*) FROM queue.read('qext', 100, visibility_timeout => '1 second');
+      COMMIT;});
 my $d_sent = sql(q{SELECT count(*) FROM sent});
 $node->stop('immediate');
 $faults++;
