@@ -48,6 +48,13 @@
  * optimisation of where to start; recycling copies every row of the table,
  * whatever the hint says.
  *
+ * Two more things a claim needs to know live here, with the ring: whether
+ * a segment may hold messages with a priority (marked by the writes that
+ * put one there, unknown for a table that held rows when the state was
+ * loaded until a claim finds the queue has none, cleared when a new
+ * segment starts), and where a fair queue's next turn starts (the last
+ * group key a claim served).
+ *
  * Who recycles: the maintenance worker the launcher starts for each
  * database (maintain.c calls storage_maintain); the backends themselves: a
  * backend that uses a queue whose maintenance is due runs it just before
