@@ -19,7 +19,7 @@ OBJS = \
 	extension/consumer_views.o \
 	extension/maintain.o \
 	extension/dedup.o \
-	extension/group_lock.o \
+	extension/fifo_head.o \
 	bgworker/registry.o \
 	bgworker/ratelimit.o \
 	bgworker/maintenance.o \

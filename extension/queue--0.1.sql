@@ -262,14 +262,17 @@ LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'queue_recycle';
 COMMENT ON FUNCTION queue.recycle(pg_catalog.text) IS
   'Recycles the queue''s oldest segment table when it is drained and free (its last messages move forward, the table is emptied by TRUNCATE), then starts a new segment if the current one holds anything; returns how many segments it recycled. Runs by itself too.';
 
--- The lock that keeps a group of a FIFO queue with one reader at a time:
--- claims call it, as the extension's owner, for each group head they take.
-CREATE FUNCTION queue_internal.try_group_lock(queue_id pg_catalog.int8, group_key pg_catalog.text)
+-- The head test of a FIFO queue's claims (fifo_head.c): they call it, as
+-- the extension's owner, for each candidate.  Its cost puts it after every
+-- other condition of a claim, so that it never takes the lock of a group
+-- for a message that is not visible.
+CREATE FUNCTION queue_internal.fifo_head(queue_id pg_catalog.int8, group_key pg_catalog.text,
+                                         id pg_catalog.int8, now pg_catalog.timestamptz)
 RETURNS pg_catalog.bool
-LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'queue_try_group_lock';
-REVOKE ALL ON FUNCTION queue_internal.try_group_lock(pg_catalog.int8, pg_catalog.text) FROM PUBLIC;
-COMMENT ON FUNCTION queue_internal.try_group_lock(pg_catalog.int8, pg_catalog.text) IS
-  'Takes the transaction-level lock of a FIFO queue''s message group if it is free at once; used by the claim statements only.';
+LANGUAGE c VOLATILE COST 1000 AS 'MODULE_PATHNAME', 'queue_fifo_head';
+REVOKE ALL ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz) IS
+  'Takes the transaction-level lock of a FIFO queue''s message group if it is free at once, and keeps it when the message is the head of its group (no earlier message left, no later one leased); true for a message without a group key. Runs only inside the claim statements.';
 
 -- Consumers ---------------------------------------------------------------
 

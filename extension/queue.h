@@ -235,6 +235,18 @@ extern void storage_rows_free(StorageRows *rows);
 extern bool storage_first_visible(int64 queue_id, TimestampTz now, TimestampTz *enqueued_at);
 extern int64 storage_bytes(int64 queue_id);
 
+/* fifo_head.c: whether a claim of a FIFO queue may take a message */
+typedef struct FifoProbeStats
+{
+	int			calls;			/* candidates tested */
+	int			misses;			/* of them: group free, message not its head */
+	int64		max_id;			/* the highest id tested */
+} FifoProbeStats;
+
+extern void fifo_probe_begin(int64 queue_id);
+extern FifoProbeStats fifo_probe_end(void);
+extern void fifo_probe_abandon(void);
+
 /* segment.c: the ring of segment tables, scan hints and recycling */
 #define QUEUE_SEGMENTS	4
 
@@ -258,6 +270,7 @@ extern void segment_priority_none(int64 queue_id);
 extern void segment_fair_cursor(int64 queue_id, char *key);
 extern void segment_set_fair_cursor(int64 queue_id, const char *key);
 extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
+extern int64 segment_floor(int64 queue_id, int seg);
 extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
 extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);
 extern void segment_after_read(int64 queue_id, int seg);

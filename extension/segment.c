@@ -46,7 +46,10 @@
  * is marked empty, and reads skip it (and so take no lock on it) until a
  * write reports a row or a straggler's time comes.  The hint is only an
  * optimisation of where to start; recycling copies every row of the table,
- * whatever the hint says.
+ * whatever the hint says.  A FIFO claim's head test also starts from it
+ * (segment_floor): its probe for a group's earlier messages skips the dead
+ * entries below, and so relies on the hint being exact in one direction:
+ * no live row below scan_from that is not listed.
  *
  * Two more things a claim needs to know live here, with the ring: whether
  * a segment may hold messages with a priority (marked by the writes that
@@ -513,6 +516,35 @@ segment_scan_from(int64 queue_id, int seg, int64 *scan_from)
 		scan = true;
 	SpinLockRelease(&st->mutex);
 	return scan;
+}
+
+/*
+ * The lowest id a live row of a segment may have now: below it, every row
+ * is deleted for good (see the header comment: scan_from with its
+ * stragglers).  A row written below it later is reported before it
+ * commits, so a snapshot taken before this call sees no live row below
+ * it.  PG_INT64_MAX for a segment with nothing live; 0 when nothing is
+ * known.
+ */
+int64
+segment_floor(int64 queue_id, int seg)
+{
+	SegState   *st = seg_find(queue_id, false);
+	int64		floor = 0;
+
+	if (st == NULL)
+		return 0;
+	SpinLockAcquire(&st->mutex);
+	if (st->loaded)
+	{
+		SegHint    *h = &st->hint[seg];
+
+		floor = h->empty ? PG_INT64_MAX : h->scan_from;
+		for (int i = 0; i < h->nstrag; i++)
+			floor = Min(floor, h->strag_id[i]);
+	}
+	SpinLockRelease(&st->mutex);
+	return floor;
 }
 
 /* The stragglers of a segment whose time has come, at most max. */

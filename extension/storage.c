@@ -70,26 +70,13 @@ static HTAB *plan_cache = NULL;
 	" last_error, receipt, priority::integer"
 
 /*
- * A FIFO queue's claim takes message m only as the head of its group: the
- * group's lock is free, no earlier message of the group is left (in
- * flight, delayed, failed or locked by a reader: any of them holds the
- * group back), and no later one is leased (it can be, when concurrent
- * senders committed out of id order).  The lock closes the window between
- * a reader locking a head and its lease (or its drain batch) committing.
- * It is tried first, since it is the cheap test that fails for the heads
- * other readers are taking; so a claim may also hold the lock of a group
- * whose head is in flight, which holds nobody back that could have taken
- * a message of it.  The row comparison can only be an index condition on
- * the group index, never on the primary key, whatever the table's
- * statistics when planned.
+ * A FIFO queue's claim takes message m only as the head of its group, with
+ * the group's lock (fifo_head.c).  The lock closes the window between a
+ * reader locking a head and its lease (or its drain batch) committing.
+ * These statements run between fifo_probe_begin and fifo_probe_end
+ * (claim_segment).
  */
-#define FIFO_HEAD " AND (m.group_key IS NULL OR CASE WHEN" \
-	" queue_internal.try_group_lock({Q}, m.group_key) THEN" \
-	" NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
-	"  AND (e.group_key, e.id) < (m.group_key, m.id))" \
-	" AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key" \
-	"  AND e.receipt IS NOT NULL AND e.visible_at > $1)" \
-	" ELSE false END)"
+#define FIFO_HEAD " AND queue_internal.fifo_head({Q}, m.group_key, m.id, $1)"
 
 /*
  * The claims: oldest first from one segment, or by priority from all.  The
@@ -137,10 +124,10 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_IDS_ARGS
 	},
 	/*
-	 * Among the first $5 visible messages only (see storage_claim): the
-	 * bound is computed once, and the scan below it stays in id order, so
-	 * that FIFO_HEAD runs, and takes group locks, only until the batch is
-	 * full.
+	 * Among the first $5 visible messages from $4 only (see claim_fifo):
+	 * the bound is computed once, and the scan below it stays in id order,
+	 * so that FIFO_HEAD runs, and takes group locks, only until the batch
+	 * is full.
 	 */
 	[STMT_CLAIM_FIFO] = {
 		CLAIM_SQL("{T}", "id >= $4 AND id <= (SELECT max(c.id) FROM (SELECT id FROM {T}"
@@ -161,6 +148,8 @@ static const StatementDef statements[STMT__COUNT] = {
 	 * The first $3 heads, by priority, among the first $5 prioritized
 	 * messages (see storage_claim), chosen before any group lock is taken:
 	 * the sort by priority would otherwise run the lock on every candidate.
+	 * The row comparisons can only be index conditions on the FIFO indexes,
+	 * never on the primary key, whatever the table's statistics when planned.
 	 */
 	[STMT_CLAIM_PRIORITY_FIFO] = {
 		CLAIM_SQL("{P}", "m.id = ANY (ARRAY("
@@ -171,10 +160,10 @@ static const StatementDef statements[STMT__COUNT] = {
 				  "  NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = h.group_key"
 				  "   AND (e.group_key, e.id) < (h.group_key, h.id))"
 				  "  AND NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = h.group_key"
+				  "   AND (e.group_key, e.id) > (h.group_key, h.id)"
 				  "   AND e.receipt IS NOT NULL AND e.visible_at > $1))"
 				  " ORDER BY h.priority DESC, h.id LIMIT $3))")
-		" AND (m.group_key IS NULL OR queue_internal.try_group_lock({Q}, m.group_key))"
-		CLAIM_TAIL("m.priority DESC, m.id"),
+		FIFO_HEAD CLAIM_TAIL("m.priority DESC, m.id"),
 		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
 	/*
@@ -203,17 +192,14 @@ static const StatementDef statements[STMT__COUNT] = {
 	},
 	/*
 	 * The head of each key of $4 in a FIFO queue: its first message, if
-	 * that is visible, no later one is leased and the group's lock is free.
-	 * Only the first is looked at, so a group in flight costs one probe.
+	 * that is visible and the head (FIFO_HEAD).  Only the first is looked
+	 * at, so a group in flight costs one probe.
 	 */
 	[STMT_CLAIM_FAIR_FIFO] = {
 		"SELECT c.* FROM unnest($4::text[]) WITH ORDINALITY AS k(key, n),"
 		" LATERAL (" CLAIM_SQL("{P}", "m.id = (SELECT e.id FROM {P} e WHERE e.group_key = k.key"
 							   " ORDER BY e.group_key, e.id LIMIT 1)")
-		" AND CASE WHEN NOT EXISTS (SELECT 1 FROM {P} e WHERE e.group_key = m.group_key"
-		"  AND e.receipt IS NOT NULL AND e.visible_at > $1)"
-		" THEN queue_internal.try_group_lock({Q}, m.group_key) ELSE false END"
-		"  FOR UPDATE OF m SKIP LOCKED) c"
+		FIFO_HEAD "  FOR UPDATE OF m SKIP LOCKED) c"
 		" ORDER BY k.n LIMIT $3",
 		CLAIM_KEYS_ARGS
 	},
@@ -482,12 +468,13 @@ storage_create_tables(int64 queue_id, bool logged, bool fifo, bool fair)
 						 kind, id, seg, id));
 		run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (priority DESC, id)"
 						 " WHERE priority > 0", id, seg));
+		/* named: fifo_head.c opens them by name */
 		if (fifo)
 		{
-			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (group_key, id)"
-							 " WHERE group_key IS NOT NULL", id, seg));
-			run_ddl(psprintf("CREATE INDEX ON queue_internal.s%lld_%d (group_key)"
-							 " WHERE receipt IS NOT NULL", id, seg));
+			run_ddl(psprintf("CREATE INDEX s%lld_%d_group ON queue_internal.s%lld_%d"
+							 " (group_key, id) WHERE group_key IS NOT NULL", id, seg, id, seg));
+			run_ddl(psprintf("CREATE INDEX s%lld_%d_leased ON queue_internal.s%lld_%d"
+							 " (group_key, id) WHERE receipt IS NOT NULL", id, seg, id, seg));
 		}
 		if (!fifo && !fair)
 			continue;
@@ -668,15 +655,25 @@ storage_move(StorageStatement stmt, int64 queue_id, int64 target_id, Datum *valu
 	return moved;
 }
 
+/* Whether a claim statement filters with FIFO_HEAD, which needs a probe. */
+static bool
+claims_heads(StorageStatement stmt)
+{
+	return stmt == STMT_CLAIM_FIFO || stmt == STMT_CLAIM_IDS_FIFO ||
+		stmt == STMT_CLAIM_PRIORITY_FIFO || stmt == STMT_CLAIM_FAIR_FIFO;
+}
+
 /*
  * Runs one claim statement on a segment (or all, seg -1) and adds what it
  * locked to r and ids; fifth is for the statements that take five
- * parameters.
+ * parameters.  Returns what the head tests of a FIFO claim saw.
  */
-static void
+static FifoProbeStats
 claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, int64 *ids,
 			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit)
 {
+	SPIPlanPtr	plan = segment_plan(stmt, queue_id, seg, 0, -1);
+	FifoProbeStats stats = {0};
 	Datum		args[5];
 	int			first = r->ntuples;
 
@@ -685,7 +682,23 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	args[2] = Int32GetDatum(limit - r->ntuples);
 	args[3] = fourth;
 	args[4] = fifth;
-	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), args, NULL);
+	if (claims_heads(stmt))
+	{
+		fifo_probe_begin(queue_id);
+		PG_TRY();
+		{
+			run_plan(plan, args, NULL);
+		}
+		PG_CATCH();
+		{
+			fifo_probe_abandon();
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		stats = fifo_probe_end();
+	}
+	else
+		run_plan(plan, args, NULL);
 	rows_append(r, limit);
 	for (int i = first; i < r->ntuples; i++)
 	{
@@ -693,6 +706,7 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 
 		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
 	}
+	return stats;
 }
 
 /* Frees the rows once the caller has copied what it needs. */
@@ -816,8 +830,45 @@ any_prioritized(int64 queue_id)
 	return SPI_processed > 0;
 }
 
-/* How many visible messages per message asked for a FIFO claim looks at in order. */
+/* A FIFO claim's window: visible messages per message still wanted. */
 #define FIFO_SCAN_ROWS	4
+/* How many windows of a segment a FIFO claim reads at most. */
+#define FIFO_WINDOWS	8
+
+/*
+ * A FIFO claim of one segment: in id order from from, a window at a time
+ * (STMT_CLAIM_FIFO), each of FIFO_SCAN_ROWS visible messages per message
+ * still wanted.  A window whose candidates were mostly not heads (their
+ * groups in flight) ends it: the next would likely hold more of the same,
+ * and the claim's group-by-group fallback costs what the groups number,
+ * not the messages.  A window taken by other readers (their groups' locks
+ * held, their rows locked) is only passed: the next holds the heads they
+ * have not reached.  Returns whether it looked at every visible message
+ * of the segment (so that no head was left there).
+ */
+static bool
+claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int64 from,
+		   StorageRows *r, int limit)
+{
+	for (int w = 0; w < FIFO_WINDOWS && r->ntuples < limit; w++)
+	{
+		int			want = limit - r->ntuples;
+		int			before = *nids;
+		FifoProbeStats stats = claim_segment(STMT_CLAIM_FIFO, queue_id, seg, now, ids, nids,
+											 Int64GetDatum(from),
+											 Int64GetDatum(FIFO_SCAN_ROWS * want), r, limit);
+		int64		last = stats.max_id;
+
+		for (int i = before; i < *nids; i++)
+			last = Max(last, ids[i]);
+		if (last < from)
+			return true;
+		if (stats.misses * 2 >= FIFO_SCAN_ROWS * want)
+			return false;
+		from = last + 1;
+	}
+	return r->ntuples == limit;
+}
 
 /*
  * Locks up to limit visible messages, highest priority first and oldest
@@ -829,7 +880,7 @@ any_prioritized(int64 queue_id)
  * the stragglers whose time has come first, then from where its live
  * messages start.  A segment being recycled is skipped, not waited for
  * (the priority claim and FIFO_HEAD, which read every segment, wait for
- * a recycle's TRUNCATE instead).
+ * a recycle's TRUNCATE instead: fifo_probe_begin locks them all).
  */
 StorageRows
 storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int nexclude,
@@ -842,6 +893,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
 	int			nids = nexclude;
 	bool		unknown;
+	bool		searched = true;	/* every visible message was looked at */
 
 	r.tuples = palloc(sizeof(HeapTuple) * limit);
 	memcpy(ids, exclude, sizeof(int64) * nexclude);
@@ -859,6 +911,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		/* after a start: one look tells whether the queue holds any at all */
 		if (unknown && r.ntuples == 0 && !any_prioritized(queue_id))
 			segment_priority_none(queue_id);
+		searched = false;
 	}
 	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
 	{
@@ -868,9 +921,13 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		int64		from;
 		bool		scan = segment_scan_from(queue_id, seg, &from);
 
-		if ((ndue == 0 && !scan) ||
-			!ConditionalLockRelationOid(segment_relid(queue_id, seg), RowShareLock))
+		if (ndue == 0 && !scan)
 			continue;
+		if (!ConditionalLockRelationOid(segment_relid(queue_id, seg), RowShareLock))
+		{
+			searched = false;
+			continue;
+		}
 		if (ndue > 0)
 		{
 			int			before = nids;
@@ -884,8 +941,11 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		}
 		if (scan && r.ntuples < limit)
 		{
-			claim_segment(fifo ? STMT_CLAIM_FIFO : STMT_CLAIM, queue_id, seg, now, ids, &nids,
-						  Int64GetDatum(from), Int64GetDatum(FIFO_SCAN_ROWS * limit), &r, limit);
+			if (fifo)
+				searched &= claim_fifo(queue_id, seg, now, ids, &nids, from, &r, limit);
+			else
+				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids, Int64GetDatum(from), 0,
+							  &r, limit);
 			segment_after_read(queue_id, seg);
 		}
 	}
@@ -894,12 +954,14 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	 * A FIFO claim reads messages in order but takes only heads of groups,
 	 * so when few groups have a deliverable head, an unbounded scan would
 	 * walk the whole backlog of the groups in flight, probing every message.
-	 * It looks at FIFO_SCAN_ROWS visible (or prioritized) messages per message
-	 * asked for instead, and what it could not fill there it takes group by group,
-	 * skipping through the group index (claim_fair), at a cost that grows
-	 * with the groups, not the messages.
+	 * It reads a few windows (claim_fifo; the priority claim looks at
+	 * FIFO_SCAN_ROWS prioritized messages per message asked for) instead,
+	 * and what it could not fill there it takes group by group, skipping
+	 * through the group index (claim_fair), at a cost that grows with the
+	 * groups, not the messages; unless it has looked at every visible
+	 * message already.
 	 */
-	if (fifo && r.ntuples < limit)
+	if (fifo && r.ntuples < limit && !searched)
 		claim_fair(queue_id, true, now, ids, &nids, &r, limit);
 	return r;
 }
