@@ -4,18 +4,29 @@
  *    head of its group, and the group's lock is free.
  *
  * The claim statements of a FIFO queue (storage.c) filter their candidates
- * with queue_internal.fifo_head(queue_id, group_key, id, now).  A message
- * is its group's head when no earlier message of the group is left (in
- * flight, delayed, failed, or locked by a reader: any of them holds the
- * group back) and no later one is leased (one can be, when concurrent
- * senders committed out of id order or a redrive brought an old id back).
- * The test probes the group indexes of the live segment tables directly:
- * as sub-selects on the parent table it cost an Append over every segment
- * per candidate.  The probe for earlier messages starts at the segment's
- * floor (segment_floor: no live row below it), so it does not walk the
- * dead index entries that the group's acknowledged messages leave behind
- * until the segment is recycled; the probe for later leased messages only
- * looks above the candidate's id.
+ * with queue_internal.fifo_head(queue_id, group_key, id, visible_at, now).
+ * A message is its group's head when no earlier message of the group is
+ * left (in flight, delayed, failed, or locked by a reader: any of them
+ * holds the group back) and no later one is leased (one can be, when
+ * concurrent senders committed out of id order or a redrive brought an old
+ * id back).
+ *
+ * Earlier messages.  A claim that scans a segment in id order from where
+ * its reads start (STMT_CLAIM_FIFO: it calls the function for every row it
+ * meets, hidden ones included) remembers the groups of the rows it met, so
+ * that within that segment the rows between where it started and the
+ * candidate cost nothing to look at: the statement's snapshot showed them
+ * all.  Below where it started lie only rows deleted for good and the
+ * segment's stragglers (hidden rows, listed: segment_below), whose groups
+ * are looked up once per statement; that holds unless a write reported a
+ * row below the start since it was read, in which case, and in every other
+ * segment, the test probes the group index from the segment's floor
+ * (segment_floor: no live row below it), which skips the dead index entries
+ * the group's acknowledged messages leave until the segment is recycled.
+ * Later leased messages: a probe of the leased index above the candidate's
+ * id, only in segments into which a lease may have been written
+ * (segment_maybe_leased).  The probes are index scans opened once per
+ * statement, not sub-selects (an Append over every segment per candidate).
  *
  * The group lock lets one reader at a time take a group's messages: a
  * transaction-level lock in PostgreSQL's lock manager with an advisory tag
@@ -27,18 +38,20 @@
  * The group key is hashed: two groups that share a hash share a lock, which
  * costs parallelism, never order.  The lock is tried first, since it is the
  * cheap test that fails for the heads other readers are taking; when the
- * head test then fails, it is released at once (unless the transaction held
- * it already).
+ * head test then fails, it is released at once.  A group whose lock the
+ * transaction held already (it took a message of the group before, or of a
+ * group with the same hash) is always probed in full.
  *
  * Locks and snapshot: a claim statement runs between fifo_probe_begin and
  * fifo_probe_end.  The begin locks every segment table of the queue, as a
  * query of the parent would, before the statement takes its snapshot: no
  * recycle can then move rows out of that snapshot's sight.  The first call
- * of the statement reads the ring and the floors (after the snapshot: a row
- * written below a floor is reported before its commit) and begins the index
- * scans with the statement's snapshot.  The end closes them and tells the
- * claim what the calls saw, so that it knows whether to read further; a
- * statement that fails abandons them to the abort.
+ * of the statement reads the ring, the floors and what lies below the
+ * scan's start (after the snapshot: a row written below them is reported
+ * before its commit) and begins the index scans with the statement's
+ * snapshot.  The end closes them and tells the claim what the calls saw,
+ * so that it knows whether to read further; a statement that fails
+ * abandons them to the abort.
  */
 #include "postgres.h"
 
@@ -55,9 +68,11 @@
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 #include "queue.h"
@@ -65,12 +80,15 @@
 #define GROUP_LOCK_TAG	0x5155	/* "QU" */
 
 /* Columns of a segment table the probes read (the parent's order). */
+#define ATT_ID			1
 #define ATT_VISIBLE_AT	2
 #define ATT_RECEIPT		4
+#define ATT_GROUP_KEY	8
 
 /* One live segment table, its two FIFO indexes and their scans. */
 typedef struct ProbeSegment
 {
+	int			seg;
 	Relation	table;
 	Relation	group_index;	/* (group_key, id) WHERE group_key IS NOT NULL */
 	Relation	leased_index;	/* (group_key, id) WHERE receipt IS NOT NULL */
@@ -78,7 +96,16 @@ typedef struct ProbeSegment
 	IndexScanDesc leased;
 	TupleTableSlot *slot;
 	int64		floor;			/* no live row below this id */
+	bool		scan_covers;	/* the scan meets, or remembers, its rows */
+	bool		maybe_leased;	/* else no lease was written into it */
 } ProbeSegment;
+
+/* A group the scan met: the first (lowest) id it met it at. */
+typedef struct SeenGroup
+{
+	uint64		hash;			/* of the group key: hash key */
+	int64		first_id;
+} SeenGroup;
 
 /* The probe of the claim statement that is running. */
 typedef struct Probe
@@ -87,6 +114,10 @@ typedef struct Probe
 	bool		opened;			/* the first call has opened the segments */
 	int64		queue_id;
 	Oid			relids[QUEUE_SEGMENTS]; /* the segment tables, locked */
+	int			scan_seg;		/* the segment scanned in id order, or -1 */
+	int64		scan_from;		/* where that scan starts */
+	int64		last_id;		/* the id of the scan's last call */
+	HTAB	   *seen;			/* the scan's groups met so far */
 	MemoryContext cxt;
 	int			nsegs;
 	ProbeSegment segs[QUEUE_SEGMENTS];
@@ -100,10 +131,11 @@ PG_FUNCTION_INFO_V1(queue_fifo_head);
 /*
  * Starts the probe of one claim statement of a FIFO queue: locks its
  * tables as a query of the parent table would (the parent, then every
- * segment).
+ * segment).  scan_seg is the segment a STMT_CLAIM_FIFO statement scans in
+ * id order from scan_from; -1 for the other claims.
  */
 void
-fifo_probe_begin(int64 queue_id)
+fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from)
 {
 	Oid			parent = storage_relid(queue_id);
 
@@ -118,6 +150,9 @@ fifo_probe_begin(int64 queue_id)
 	}
 	probe.active = true;
 	probe.queue_id = queue_id;
+	probe.scan_seg = scan_seg;
+	probe.scan_from = scan_from;
+	probe.last_id = PG_INT64_MIN;
 	probe.cxt = AllocSetContextCreate(CurrentMemoryContext, "queue FIFO probe",
 									  ALLOCSET_SMALL_SIZES);
 }
@@ -155,6 +190,41 @@ fifo_probe_abandon(void)
 	memset(&probe, 0, sizeof(probe));
 }
 
+/* The hash the scan remembers a group by. */
+static uint64
+group_hash(Datum group_key)
+{
+	text	   *key = DatumGetTextPP(group_key);
+
+	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
+							   VARSIZE_ANY_EXHDR(key), 0);
+}
+
+/* Remembers that the scan met the group at id (the first time counts). */
+static void
+seen_add(Datum group_key, int64 id)
+{
+	uint64		hash = group_hash(group_key);
+	bool		found;
+	SeenGroup  *g = hash_search(probe.seen, &hash, HASH_ENTER, &found);
+
+	if (!found)
+		g->first_id = id;
+}
+
+/*
+ * Whether the scan met the group before id.  Two groups that share a hash
+ * hold each other back within one statement: parallelism, never order.
+ */
+static bool
+seen_before(Datum group_key, int64 id)
+{
+	uint64		hash = group_hash(group_key);
+	SeenGroup  *g = hash_search(probe.seen, &hash, HASH_FIND, NULL);
+
+	return g != NULL && g->first_id < id;
+}
+
 /* An index of a segment table, by the name storage_create_tables gave it. */
 static Relation
 open_segment_index(int64 queue_id, int seg, const char *suffix)
@@ -170,6 +240,55 @@ open_segment_index(int64 queue_id, int seg, const char *suffix)
 }
 
 /*
+ * Remembers the groups of the stragglers below the scan's start that the
+ * statement's snapshot shows, looked up by id.
+ */
+static void
+seen_add_stragglers(ProbeSegment *s, const int64 *ids, int nids, Snapshot snapshot)
+{
+	Relation	pkey = index_open(RelationGetPrimaryKeyIndex(s->table), AccessShareLock);
+	IndexScanDesc scan = index_beginscan(s->table, pkey, snapshot, 1, 0);
+
+	for (int i = 0; i < nids; i++)
+	{
+		ScanKeyData key;
+		bool		isnull;
+		Datum		group_key;
+
+		if (ids[i] >= probe.scan_from)
+			continue;			/* the scan meets it */
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(ids[i]));
+		index_rescan(scan, &key, 1, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, s->slot))
+			continue;
+		group_key = slot_getattr(s->slot, ATT_GROUP_KEY, &isnull);
+		if (!isnull)
+			seen_add(group_key, ids[i]);
+	}
+	index_endscan(scan);
+	index_close(pkey, NoLock);
+}
+
+/*
+ * Whether the scan can stand in for the earlier-message probe of its
+ * segment: when below its start only rows deleted for good and stragglers
+ * are left (whose groups it remembers now).
+ */
+static bool
+scan_covers(ProbeSegment *s, Snapshot snapshot)
+{
+	int64		scan_from;
+	int64		strag[STRAGGLERS];
+	int			nstrag;
+
+	if (!segment_below(probe.queue_id, s->seg, &scan_from, strag, &nstrag) ||
+		scan_from < probe.scan_from)
+		return false;
+	seen_add_stragglers(s, strag, nstrag, snapshot);
+	return true;
+}
+
+/*
  * The first call of a statement: the live segments, their floors and index
  * scans, with the statement's snapshot.
  */
@@ -180,6 +299,16 @@ probe_open_segments(void)
 	Snapshot	snapshot = GetActiveSnapshot();
 	SegmentRing ring = segment_ring(probe.queue_id);
 
+	if (probe.scan_seg >= 0)
+	{
+		HASHCTL		info;
+
+		info.keysize = sizeof(uint64);
+		info.entrysize = sizeof(SeenGroup);
+		info.hcxt = probe.cxt;
+		probe.seen = hash_create("queue FIFO groups met", 256, &info,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	for (int64 g = ring.tail; g <= ring.head; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
@@ -188,13 +317,16 @@ probe_open_segments(void)
 
 		if (!OidIsValid(relid))
 			continue;
+		s->seg = seg;
 		s->floor = segment_floor(probe.queue_id, seg);
+		s->maybe_leased = segment_maybe_leased(probe.queue_id, seg);
 		s->table = table_open(relid, NoLock);	/* locked by fifo_probe_begin */
 		s->group_index = open_segment_index(probe.queue_id, seg, "group");
 		s->leased_index = open_segment_index(probe.queue_id, seg, "leased");
 		s->slot = table_slot_create(s->table, NULL);
 		s->earlier = index_beginscan(s->table, s->group_index, snapshot, 3, 0);
 		s->leased = index_beginscan(s->table, s->leased_index, snapshot, 2, 0);
+		s->scan_covers = seg == probe.scan_seg && scan_covers(s, snapshot);
 		probe.nsegs++;
 	}
 	probe.opened = true;
@@ -210,13 +342,16 @@ key_init(ScanKey key, Relation index, AttrNumber attno, StrategyNumber strategy,
 						   index->rd_indcollation[attno - 1], proc, value);
 }
 
-/* Whether a segment holds a live message of the group with an id below id. */
+/*
+ * Whether a segment holds a live message of the group with an id below id;
+ * with scanned, not looked for where the scan covers the segment.
+ */
 static bool
-earlier_in(ProbeSegment *s, Datum group_key, int64 id)
+earlier_in(ProbeSegment *s, Datum group_key, int64 id, bool scanned)
 {
 	ScanKeyData keys[3];
 
-	if (id <= s->floor)
+	if (id <= s->floor || (scanned && s->scan_covers))
 		return false;
 	key_init(&keys[0], s->group_index, 1, BTEqualStrategyNumber, F_TEXTEQ, group_key);
 	key_init(&keys[1], s->group_index, 2, BTGreaterEqualStrategyNumber, F_INT8GE,
@@ -232,6 +367,8 @@ leased_in(ProbeSegment *s, Datum group_key, int64 id, TimestampTz now)
 {
 	ScanKeyData keys[2];
 
+	if (!s->maybe_leased)
+		return false;
 	key_init(&keys[0], s->leased_index, 1, BTEqualStrategyNumber, F_TEXTEQ, group_key);
 	key_init(&keys[1], s->leased_index, 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(id));
 	index_rescan(s->leased, keys, 2, NULL, 0);
@@ -250,19 +387,20 @@ leased_in(ProbeSegment *s, Datum group_key, int64 id, TimestampTz now)
 }
 
 /*
- * Whether the message is its group's head; see the header comment.  The
- * scans run in the probe's memory: they keep what they allocate (killed
- * items, for one) until they end, and the caller's memory is reset for
- * every row.
+ * Whether the message is its group's head; see the header comment.  With
+ * scanned, the scan's memory of the groups it met stands in for the probe
+ * of its own segment's rows from its start.  The scans run in the probe's
+ * memory: they keep what they allocate (killed items, for one) until they
+ * end, and the caller's memory is reset for every row.
  */
 static bool
-is_head(Datum group_key, int64 id, TimestampTz now)
+is_head(Datum group_key, int64 id, TimestampTz now, bool scanned)
 {
 	MemoryContext old = MemoryContextSwitchTo(probe.cxt);
-	bool		head = true;
+	bool		head = !(scanned && seen_before(group_key, id));
 
 	for (int i = 0; i < probe.nsegs && head; i++)
-		head = !earlier_in(&probe.segs[i], group_key, id);
+		head = !earlier_in(&probe.segs[i], group_key, id, scanned);
 	for (int i = 0; i < probe.nsegs && head; i++)
 		head = !leased_in(&probe.segs[i], group_key, id, now);
 	MemoryContextSwitchTo(old);
@@ -280,42 +418,69 @@ group_lock_tag(LOCKTAG *tag, int64 queue_id, text *group_key)
 }
 
 /*
- * queue_internal.fifo_head(queue_id, group_key, id, now) returns bool:
- * takes the group's lock and says true when message id is the group's
- * head; true for a message without a group key.  Runs only inside a claim
- * statement of that queue, which calls it for every candidate (so that
- * max_id tells how far the claim looked).
+ * The test of one row with a group key: takes the group's lock and says
+ * whether the message is deliverable now, as its group's head.
+ */
+static bool
+test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, TimestampTz now)
+{
+	LOCKTAG		tag;
+	LockAcquireResult got;
+	bool		scan = probe.scan_seg >= 0;
+
+	if (visible_at > now)
+		return false;
+	group_lock_tag(&tag, queue_id, DatumGetTextPP(group_key));
+	got = LockAcquire(&tag, ExclusiveLock, false, true);
+	if (got == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+	if (is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
+		return true;
+	probe.stats.misses++;
+	if (got == LOCKACQUIRE_OK)
+		LockRelease(&tag, ExclusiveLock, false);
+	return false;
+}
+
+/*
+ * queue_internal.fifo_head(queue_id, group_key, id, visible_at, now)
+ * returns bool: whether message id may be taken now (visible; without a
+ * group key, or its group's head, with the group's lock taken).  Runs only
+ * inside a claim statement of that queue, which calls it for every
+ * candidate (so that max_id tells how far the claim looked); the scan of
+ * STMT_CLAIM_FIFO calls it in id order for every row, hidden ones too.
  */
 Datum
 queue_fifo_head(PG_FUNCTION_ARGS)
 {
 	int64		queue_id = PG_GETARG_INT64(0);
 	int64		id = PG_GETARG_INT64(2);
-	TimestampTz now = PG_GETARG_TIMESTAMPTZ(3);
-	text	   *group_key;
-	LOCKTAG		tag;
-	LockAcquireResult got;
+	TimestampTz visible_at = PG_GETARG_TIMESTAMPTZ(3);
+	TimestampTz now = PG_GETARG_TIMESTAMPTZ(4);
+	bool		deliverable;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4) ||
 		!probe.active || probe.queue_id != queue_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("queue_internal.fifo_head() runs only inside a claim of its queue")));
+	/* the scan's memory of groups holds only if it meets rows in id order */
+	if (probe.scan_seg >= 0 && id < probe.last_id)
+		elog(ERROR, "queue FIFO claim met its rows out of id order");
+	probe.last_id = id;
+	if (!probe.opened)
+		probe_open_segments();
 	probe.stats.calls++;
 	probe.stats.max_id = Max(probe.stats.max_id, id);
 	if (PG_ARGISNULL(1))
-		PG_RETURN_BOOL(true);
-	group_key = PG_GETARG_TEXT_PP(1);
-	group_lock_tag(&tag, queue_id, group_key);
-	got = LockAcquire(&tag, ExclusiveLock, false, true);
-	if (got == LOCKACQUIRE_NOT_AVAIL)
-		PG_RETURN_BOOL(false);
-	if (!probe.opened)
-		probe_open_segments();
-	if (is_head(PointerGetDatum(group_key), id, now))
-		PG_RETURN_BOOL(true);
-	probe.stats.misses++;
-	if (got == LOCKACQUIRE_OK)
-		LockRelease(&tag, ExclusiveLock, false);
-	PG_RETURN_BOOL(false);
+		PG_RETURN_BOOL(visible_at <= now);
+	deliverable = test_row(queue_id, PG_GETARG_DATUM(1), id, visible_at, now);
+	if (probe.seen != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(probe.cxt);
+
+		seen_add(PG_GETARG_DATUM(1), id);
+		MemoryContextSwitchTo(old);
+	}
+	PG_RETURN_BOOL(deliverable);
 }

@@ -264,15 +264,16 @@ COMMENT ON FUNCTION queue.recycle(pg_catalog.text) IS
 
 -- The head test of a FIFO queue's claims (fifo_head.c): they call it, as
 -- the extension's owner, for each candidate.  Its cost puts it after every
--- other condition of a claim, so that it never takes the lock of a group
--- for a message that is not visible.
+-- other condition of a claim; it tests a message's visibility itself, so
+-- that a claim scanning in id order can show it the hidden ones too.
 CREATE FUNCTION queue_internal.fifo_head(queue_id pg_catalog.int8, group_key pg_catalog.text,
-                                         id pg_catalog.int8, now pg_catalog.timestamptz)
+                                         id pg_catalog.int8, visible_at pg_catalog.timestamptz,
+                                         now pg_catalog.timestamptz)
 RETURNS pg_catalog.bool
 LANGUAGE c VOLATILE COST 1000 AS 'MODULE_PATHNAME', 'queue_fifo_head';
-REVOKE ALL ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz) IS
-  'Takes the transaction-level lock of a FIFO queue''s message group if it is free at once, and keeps it when the message is the head of its group (no earlier message left, no later one leased); true for a message without a group key. Runs only inside the claim statements.';
+REVOKE ALL ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION queue_internal.fifo_head(pg_catalog.int8, pg_catalog.text, pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.timestamptz) IS
+  'Takes the transaction-level lock of a FIFO queue''s message group if it is free at once, and keeps it when the message is visible and the head of its group (no earlier message left, no later one leased); for a message without a group key, whether it is visible. Runs only inside the claim statements.';
 
 -- Consumers ---------------------------------------------------------------
 

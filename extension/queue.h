@@ -243,12 +243,13 @@ typedef struct FifoProbeStats
 	int64		max_id;			/* the highest id tested */
 } FifoProbeStats;
 
-extern void fifo_probe_begin(int64 queue_id);
+extern void fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from);
 extern FifoProbeStats fifo_probe_end(void);
 extern void fifo_probe_abandon(void);
 
 /* segment.c: the ring of segment tables, scan hints and recycling */
 #define QUEUE_SEGMENTS	4
+#define STRAGGLERS		32		/* hidden rows listed below a segment's scan_from */
 
 typedef struct SegmentRing
 {
@@ -264,6 +265,8 @@ extern Oid	segment_relid(int64 queue_id, int seg);
 extern int	segment_for_insert(int64 queue_id);
 extern void segment_note(int64 queue_id, int seg, int64 id, TimestampTz visible_at);
 extern void segment_note_priority(int64 queue_id, int seg);
+extern void segment_note_lease(int64 queue_id, int seg);
+extern bool segment_maybe_leased(int64 queue_id, int seg);
 extern bool segment_prioritized(int64 queue_id, bool *unknown);
 extern void segment_priority_none(int64 queue_id);
 #define FAIR_CURSOR_BYTES 64
@@ -271,6 +274,7 @@ extern void segment_fair_cursor(int64 queue_id, char *key);
 extern void segment_set_fair_cursor(int64 queue_id, const char *key);
 extern bool segment_scan_from(int64 queue_id, int seg, int64 *scan_from);
 extern int64 segment_floor(int64 queue_id, int seg);
+extern bool segment_below(int64 queue_id, int seg, int64 *scan_from, int64 *ids, int *nids);
 extern int	segment_due(int64 queue_id, int seg, TimestampTz now, int64 *ids, int max);
 extern void segment_recheck(int64 queue_id, int seg, const int64 *ids, int n);
 extern void segment_after_read(int64 queue_id, int seg);

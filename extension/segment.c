@@ -51,12 +51,13 @@
  * entries below, and so relies on the hint being exact in one direction:
  * no live row below scan_from that is not listed.
  *
- * Two more things a claim needs to know live here, with the ring: whether
- * a segment may hold messages with a priority (marked by the writes that
- * put one there, unknown for a table that held rows when the state was
- * loaded until a claim finds the queue has none, cleared when a new
- * segment starts), and where a fair queue's next turn starts (the last
- * group key a claim served).
+ * More things a claim needs to know live here, with the ring: whether a
+ * segment may hold messages with a priority (marked by the writes that put
+ * one there, unknown for a table that held rows when the state was loaded
+ * until a claim finds the queue has none, cleared when a new segment
+ * starts), whether a lease may have been written into it (marked likewise,
+ * assumed for a table that held rows when loaded), and where a fair
+ * queue's next turn starts (the last group key a claim served).
  *
  * Who recycles: the maintenance worker the launcher starts for each
  * database (maintain.c calls storage_maintain); the backends themselves: a
@@ -99,7 +100,6 @@
 
 #include "queue.h"
 
-#define STRAGGLERS			32	/* hidden rows listed below scan_from */
 #define MAINTAIN_EVERY_USECS (100 * 1000)	/* a queue is looked at this often */
 #define PROBE_EVERY_USECS	(5 * 1000)	/* reads probe a segment this often */
 #define MOVE_LIMIT			10000	/* hidden rows a recycle copies at most */
@@ -121,6 +121,7 @@ typedef struct SegHint
 	bool		empty;			/* nothing deliverable at or above scan_from */
 	bool		drained;		/* nothing deliverable, at most MOVE_LIMIT hidden rows */
 	SegPriority priority;		/* whether it holds messages with a priority */
+	bool		maybe_leased;	/* a lease may have been written into it */
 	TimestampTz probed_at;
 	int			nstrag;
 	int64		strag_id[STRAGGLERS];
@@ -210,6 +211,7 @@ hint_reset(SegHint *h, int64 scan_from, bool empty)
 	h->drained = false;
 	/* a table not known to be empty may hold anything */
 	h->priority = empty ? PRIORITY_NONE : PRIORITY_UNKNOWN;
+	h->maybe_leased = !empty;
 	h->probed_at = 0;
 	h->nstrag = 0;
 }
@@ -407,6 +409,40 @@ segment_note_priority(int64 queue_id, int seg)
 	SpinLockRelease(&st->mutex);
 }
 
+/* Reports a lease written into a segment (by an update, or a recycle's copy). */
+void
+segment_note_lease(int64 queue_id, int seg)
+{
+	SegState   *st = seg_find(queue_id, false);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	st->hint[seg].maybe_leased = true;
+	SpinLockRelease(&st->mutex);
+}
+
+/*
+ * Whether a lease may have been written into a segment since it was last
+ * empty (a FIFO claim's head test looks for leased messages only there).
+ * Leases are reported before they commit, so the answer covers every lease
+ * that a snapshot taken before this call sees.
+ */
+bool
+segment_maybe_leased(int64 queue_id, int seg)
+{
+	SegState   *st = seg_find(queue_id, false);
+	bool		leased = true;
+
+	if (st == NULL)
+		return true;
+	SpinLockAcquire(&st->mutex);
+	if (st->loaded)
+		leased = st->hint[seg].maybe_leased;
+	SpinLockRelease(&st->mutex);
+	return leased;
+}
+
 /*
  * Whether any live segment of a queue may hold messages with a priority (so
  * that a claim must look for them first); *unknown says whether that is
@@ -545,6 +581,36 @@ segment_floor(int64 queue_id, int seg)
 	}
 	SpinLockRelease(&st->mutex);
 	return floor;
+}
+
+/*
+ * What lies below where reads of a segment start: *scan_from (PG_INT64_MAX
+ * when nothing deliverable is left) and the stragglers' ids (at most
+ * STRAGGLERS, into ids, *nids of them), read together.  Below *scan_from,
+ * every other row is deleted for good; a row written there later is
+ * reported before it commits.  false (nothing read) when nothing is known.
+ */
+bool
+segment_below(int64 queue_id, int seg, int64 *scan_from, int64 *ids, int *nids)
+{
+	SegState   *st = seg_find(queue_id, false);
+	bool		known = false;
+
+	*nids = 0;
+	if (st == NULL)
+		return false;
+	SpinLockAcquire(&st->mutex);
+	if (st->loaded)
+	{
+		SegHint    *h = &st->hint[seg];
+
+		*scan_from = h->empty ? PG_INT64_MAX : h->scan_from;
+		*nids = h->nstrag;
+		memcpy(ids, h->strag_id, sizeof(int64) * h->nstrag);
+		known = true;
+	}
+	SpinLockRelease(&st->mutex);
+	return known;
 }
 
 /* The stragglers of a segment whose time has come, at most max. */
@@ -1073,8 +1139,9 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 					 "  group_key, last_error, headers, payload)"
 					 " SELECT id, visible_at, attempts, receipt, enqueued_at, origin, priority,"
 					 "  group_key, last_error, headers, payload FROM queue_internal.s%1$lld_%2$d"
-					 " RETURNING id, priority)"
-					 " SELECT count(*), min(id), max(priority) FROM moved",
+					 " RETURNING id, priority, receipt)"
+					 " SELECT count(*), min(id), max(priority), bool_or(receipt IS NOT NULL)"
+					 " FROM moved",
 					 (long long) queue_id, seg, next));
 	moved = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
@@ -1083,6 +1150,9 @@ maybe_recycle(int64 queue_id, SegState *st, bool force)
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	if (moved > 0 && !isnull && DatumGetInt16(d) > 0)
 		segment_note_priority(queue_id, next);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+	if (moved > 0 && !isnull && DatumGetBool(d))
+		segment_note_lease(queue_id, next);
 	seg_sql(psprintf("TRUNCATE queue_internal.s%lld_%d", (long long) queue_id, seg));
 	ring_update(queue_id, "tail", tail);
 	change_record(queue_id, SEG_RECYCLED, tail + 1, 0);

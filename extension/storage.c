@@ -76,7 +76,7 @@ static HTAB *plan_cache = NULL;
  * These statements run between fifo_probe_begin and fifo_probe_end
  * (claim_segment).
  */
-#define FIFO_HEAD " AND queue_internal.fifo_head({Q}, m.group_key, m.id, $1)"
+#define FIFO_HEAD " AND queue_internal.fifo_head({Q}, m.group_key, m.id, m.visible_at, $1)"
 
 /*
  * The claims: oldest first from one segment, or by priority from all.  The
@@ -127,11 +127,13 @@ static const StatementDef statements[STMT__COUNT] = {
 	 * Among the first $5 visible messages from $4 only (see claim_fifo):
 	 * the bound is computed once, and the scan below it stays in id order,
 	 * so that FIFO_HEAD runs, and takes group locks, only until the batch
-	 * is full.
+	 * is full.  The head test is given the hidden rows too (it tests their
+	 * visibility itself): it remembers every group the scan meets.
 	 */
 	[STMT_CLAIM_FIFO] = {
-		CLAIM_SQL("{T}", "id >= $4 AND id <= (SELECT max(c.id) FROM (SELECT id FROM {T}"
-				  " WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2) ORDER BY id LIMIT $5) c)")
+		"SELECT " MESSAGE_COLUMNS " FROM {T} m WHERE id >= $4 AND id <= (SELECT max(c.id)"
+		" FROM (SELECT id FROM {T} WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2)"
+		" ORDER BY id LIMIT $5) c) AND id <> ALL ($2)"
 		FIFO_HEAD CLAIM_TAIL("m.id"),
 		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
@@ -684,7 +686,11 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	args[4] = fifth;
 	if (claims_heads(stmt))
 	{
-		fifo_probe_begin(queue_id);
+		/* STMT_CLAIM_FIFO scans seg in id order from fourth */
+		if (stmt == STMT_CLAIM_FIFO)
+			fifo_probe_begin(queue_id, seg, DatumGetInt64(fourth));
+		else
+			fifo_probe_begin(queue_id, -1, 0);
 		PG_TRY();
 		{
 			run_plan(plan, args, NULL);
@@ -996,6 +1002,9 @@ storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id, Datum *valu
 			if (SPI_processed > 0 && (stmt == STMT_NACK || stmt == STMT_SET_VISIBILITY))
 				segment_note(queue_id, segs[i], DatumGetInt64(values[0]),
 							 DatumGetTimestampTz(values[2]));
+			/* FIFO claims look for leased messages where one was written */
+			if (SPI_processed > 0 && stmt == STMT_WRITE_LEASE)
+				segment_note_lease(queue_id, segs[i]);
 			rows_append(&r, max);
 		}
 	}

@@ -183,7 +183,7 @@ SELECT count(*) FROM queue.read('pr');
 ROLLBACK;
 -- The claims' head test, called by hand (only the extension's owner can):
 -- 55000.
-SELECT queue_internal.fifo_head(id, 'g', 1, now()) FROM queue.queues WHERE queue_name = 'ff';
+SELECT queue_internal.fifo_head(id, 'g', 1, now(), now()) FROM queue.queues WHERE queue_name = 'ff';
 \echo :SQLSTATE
 
 DROP TABLE ff_held, ffs_held;
