@@ -397,7 +397,7 @@ static bool
 is_head(Datum group_key, int64 id, TimestampTz now, bool scanned)
 {
 	MemoryContext old = MemoryContextSwitchTo(probe.cxt);
-	bool		head = !(scanned && seen_before(group_key, id));
+	bool		head = true;
 
 	for (int i = 0; i < probe.nsegs && head; i++)
 		head = !earlier_in(&probe.segs[i], group_key, id, scanned);
@@ -434,7 +434,15 @@ test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, Time
 	got = LockAcquire(&tag, ExclusiveLock, false, true);
 	if (got == LOCKACQUIRE_NOT_AVAIL)
 		return false;
-	if (is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
+
+	/*
+	 * An earlier row the scan met holds the group back, whoever holds it;
+	 * the scan stands in for the probe of its segment only when this
+	 * transaction holds no row of the group (the scan does not meet its
+	 * own, which it excludes, and it would hold their group's lock).
+	 */
+	if (!(scan && seen_before(group_key, id)) &&
+		is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
 		return true;
 	probe.stats.misses++;
 	if (got == LOCKACQUIRE_OK)
@@ -447,8 +455,9 @@ test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, Time
  * returns bool: whether message id may be taken now (visible; without a
  * group key, or its group's head, with the group's lock taken).  Runs only
  * inside a claim statement of that queue, which calls it for every
- * candidate (so that max_id tells how far the claim looked); the scan of
- * STMT_CLAIM_FIFO calls it in id order for every row, hidden ones too.
+ * candidate (so that the count of visible ones tells how far the claim
+ * looked); the scan of STMT_CLAIM_FIFO calls it in id order for every row,
+ * hidden ones too.
  */
 Datum
 queue_fifo_head(PG_FUNCTION_ARGS)
@@ -470,8 +479,7 @@ queue_fifo_head(PG_FUNCTION_ARGS)
 	probe.last_id = id;
 	if (!probe.opened)
 		probe_open_segments();
-	probe.stats.calls++;
-	probe.stats.max_id = Max(probe.stats.max_id, id);
+	probe.stats.visible += visible_at <= now;
 	if (PG_ARGISNULL(1))
 		PG_RETURN_BOOL(visible_at <= now);
 	deliverable = test_row(queue_id, PG_GETARG_DATUM(1), id, visible_at, now);

@@ -238,9 +238,8 @@ extern int64 storage_bytes(int64 queue_id);
 /* fifo_head.c: whether a claim of a FIFO queue may take a message */
 typedef struct FifoProbeStats
 {
-	int			calls;			/* candidates tested */
+	int			visible;		/* visible candidates met */
 	int			misses;			/* of them: group free, message not its head */
-	int64		max_id;			/* the highest id tested */
 } FifoProbeStats;
 
 extern void fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from);

@@ -845,44 +845,48 @@ any_prioritized(int64 queue_id)
 	return SPI_processed > 0;
 }
 
-/* A FIFO claim's window: visible messages per message still wanted. */
+/* A FIFO claim's first window: visible messages per message wanted. */
 #define FIFO_SCAN_ROWS	4
-/* How many windows of a segment a FIFO claim reads at most. */
-#define FIFO_WINDOWS	8
+/* How many windows, each twice the last, a FIFO claim reads at most. */
+#define FIFO_WINDOWS	4
+
+/* How a FIFO claim of one segment ended short of its batch. */
+typedef enum FifoScanEnd
+{
+	FIFO_SCAN_ALL,				/* it met every visible message of the segment */
+	FIFO_SCAN_IN_FLIGHT,		/* what it met was mostly not heads */
+	FIFO_SCAN_TAKEN				/* what it met other readers were taking */
+} FifoScanEnd;
 
 /*
- * A FIFO claim of one segment: in id order from from, a window at a time
- * (STMT_CLAIM_FIFO), each of FIFO_SCAN_ROWS visible messages per message
- * still wanted.  A window whose candidates were mostly not heads (their
- * groups in flight) ends it: the next would likely hold more of the same,
- * and the claim's group-by-group fallback costs what the groups number,
- * not the messages.  A window taken by other readers (their groups' locks
- * held, their rows locked) is only passed: the next holds the heads they
- * have not reached.  Returns whether it looked at every visible message
- * of the segment (so that no head was left there).
+ * A FIFO claim of one segment (STMT_CLAIM_FIFO), in id order from from,
+ * among the first visible messages only: FIFO_SCAN_ROWS per message
+ * wanted.  A window whose messages were mostly not heads (their groups in
+ * flight) ends it: a larger one would likely hold more of the same, and
+ * the claim's group-by-group fallback costs what the groups number, not
+ * the messages.  When other readers were taking what it met (their groups'
+ * locks held, their rows locked), it reads again from the start with a
+ * window twice as large: from the start, so that the head test's memory of
+ * the groups met covers the segment (fifo_head.c).
  */
-static bool
+static FifoScanEnd
 claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int64 from,
 		   StorageRows *r, int limit)
 {
-	for (int w = 0; w < FIFO_WINDOWS && r->ntuples < limit; w++)
-	{
-		int			want = limit - r->ntuples;
-		int			before = *nids;
-		FifoProbeStats stats = claim_segment(STMT_CLAIM_FIFO, queue_id, seg, now, ids, nids,
-											 Int64GetDatum(from),
-											 Int64GetDatum(FIFO_SCAN_ROWS * want), r, limit);
-		int64		last = stats.max_id;
+	int			window = FIFO_SCAN_ROWS * limit;
 
-		for (int i = before; i < *nids; i++)
-			last = Max(last, ids[i]);
-		if (last < from)
-			return true;
-		if (stats.misses * 2 >= FIFO_SCAN_ROWS * want)
-			return false;
-		from = last + 1;
+	for (int w = 0; w < FIFO_WINDOWS; w++, window *= 2)
+	{
+		FifoProbeStats stats = claim_segment(STMT_CLAIM_FIFO, queue_id, seg, now, ids, nids,
+											 Int64GetDatum(from), Int64GetDatum(window),
+											 r, limit);
+
+		if (r->ntuples == limit || stats.visible < window)
+			return FIFO_SCAN_ALL;
+		if (stats.misses * 2 >= window)
+			return FIFO_SCAN_IN_FLIGHT;
 	}
-	return r->ntuples == limit;
+	return FIFO_SCAN_TAKEN;
 }
 
 /*
@@ -909,6 +913,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	int			nids = nexclude;
 	bool		unknown;
 	bool		searched = true;	/* every visible message was looked at */
+	bool		taken = false;		/* some were left to other readers */
 
 	r.tuples = palloc(sizeof(HeapTuple) * limit);
 	memcpy(ids, exclude, sizeof(int64) * nexclude);
@@ -957,7 +962,12 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		if (scan && r.ntuples < limit)
 		{
 			if (fifo)
-				searched &= claim_fifo(queue_id, seg, now, ids, &nids, from, &r, limit);
+			{
+				FifoScanEnd end = claim_fifo(queue_id, seg, now, ids, &nids, from, &r, limit);
+
+				searched &= end != FIFO_SCAN_IN_FLIGHT;
+				taken |= end == FIFO_SCAN_TAKEN;
+			}
 			else
 				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids, Int64GetDatum(from), 0,
 							  &r, limit);
@@ -973,10 +983,11 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	 * FIFO_SCAN_ROWS prioritized messages per message asked for) instead,
 	 * and what it could not fill there it takes group by group, skipping
 	 * through the group index (claim_fair), at a cost that grows with the
-	 * groups, not the messages; unless it has looked at every visible
-	 * message already.
+	 * groups, not the messages: when the windows stopped at groups in
+	 * flight, or when other readers were taking what they held and the
+	 * claim got nothing (a short read is fine, an empty one would wait).
 	 */
-	if (fifo && r.ntuples < limit && !searched)
+	if (fifo && r.ntuples < limit && (!searched || (taken && r.ntuples == 0)))
 		claim_fair(queue_id, true, now, ids, &nids, &r, limit);
 	return r;
 }
