@@ -43,6 +43,22 @@
 #define queue_extension_ownercheck(ext, role)	pg_extension_ownercheck((ext), (role))
 #endif
 
+/*
+ * ExecInsertIndexTuples took its result relation from the EState until
+ * PostgreSQL 14, and gained onlySummarizing in 16.
+ */
+#if PG_VERSION_NUM >= 160000
+#define queue_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#elif PG_VERSION_NUM >= 140000
+#define queue_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#else
+#define queue_insert_index_tuples(rri, slot, estate) \
+	((estate)->es_result_relation_info = (rri), \
+	 ExecInsertIndexTuples((slot), (estate), false, NULL, NIL))
+#endif
+
 /* ProcessUtility_hook gained readOnlyTree in PostgreSQL 14. */
 #if PG_VERSION_NUM >= 140000
 #define QUEUE_UTILITY_ARGS \

@@ -79,12 +79,6 @@
 
 #define GROUP_LOCK_TAG	0x5155	/* "QU" */
 
-/* Columns of a segment table the probes read (the parent's order). */
-#define ATT_ID			1
-#define ATT_VISIBLE_AT	2
-#define ATT_RECEIPT		4
-#define ATT_GROUP_KEY	8
-
 /* One live segment table, its two FIFO indexes and their scans. */
 typedef struct ProbeSegment
 {
@@ -261,7 +255,7 @@ seen_add_stragglers(ProbeSegment *s, const int64 *ids, int nids, Snapshot snapsh
 		index_rescan(scan, &key, 1, NULL, 0);
 		if (!index_getnext_slot(scan, ForwardScanDirection, s->slot))
 			continue;
-		group_key = slot_getattr(s->slot, ATT_GROUP_KEY, &isnull);
+		group_key = slot_getattr(s->slot, SEG_ATT_GROUP_KEY, &isnull);
 		if (!isnull)
 			seen_add(group_key, ids[i]);
 	}
@@ -376,10 +370,10 @@ leased_in(ProbeSegment *s, Datum group_key, int64 id, TimestampTz now)
 	{
 		bool		visible_isnull;
 		bool		receipt_isnull;
-		TimestampTz visible_at = DatumGetTimestampTz(slot_getattr(s->slot, ATT_VISIBLE_AT,
+		TimestampTz visible_at = DatumGetTimestampTz(slot_getattr(s->slot, SEG_ATT_VISIBLE_AT,
 																  &visible_isnull));
 
-		(void) slot_getattr(s->slot, ATT_RECEIPT, &receipt_isnull);
+		(void) slot_getattr(s->slot, SEG_ATT_RECEIPT, &receipt_isnull);
 		if (!receipt_isnull && visible_at > now)
 			return true;
 	}

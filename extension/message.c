@@ -169,7 +169,7 @@ check_dedup_key(Datum key)
 }
 
 /*
- * Inserts one message (values as STMT_SEND takes them), under a
+ * Inserts one message (values as storage_send_one takes them), under a
  * deduplication key unless key is NULL.  Returns its id and whether it was
  * sent; with a key already used within the window, the first message's id
  * and false.  The caller is in the owner context.
@@ -178,28 +178,15 @@ static int64
 send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,
 		 bool *sent)
 {
-	Datum		args[7];
-	char		argnulls[7];
-	bool		isnull;
-	int64		id;
+	int64		id = 0;
 
 	*sent = true;
-	if (key == (Datum) 0)
-	{
-		storage_send(STMT_SEND, meta->id, values, nulls);
-		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	if (!dedup_reserve(meta, key, now, &id))
+	if (key != (Datum) 0 && !dedup_reserve(meta, key, now, &id))
 	{
 		*sent = false;
 		return id;
 	}
-	memcpy(args, values, sizeof(Datum) * 6);
-	memcpy(argnulls, nulls, 6);
-	args[6] = Int64GetDatum(id);
-	argnulls[6] = ' ';
-	storage_send(STMT_SEND_WITH_ID, meta->id, args, argnulls);
-	return id;
+	return storage_send_one(meta->id, values, nulls, id);
 }
 
 /*

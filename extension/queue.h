@@ -167,9 +167,7 @@ extern Oid	catalog_relid(void);
 /* storage.c: per-queue tables and the cached statements that touch them */
 typedef enum StorageStatement
 {
-	STMT_SEND,
 	STMT_SEND_BATCH,
-	STMT_SEND_WITH_ID,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
@@ -198,6 +196,20 @@ typedef enum StorageStatement
 	STMT__COUNT
 } StorageStatement;
 
+/* Column numbers of a segment table (the parent's order, storage.c creates it). */
+#define SEG_ATT_ID			1
+#define SEG_ATT_VISIBLE_AT	2
+#define SEG_ATT_ATTEMPTS	3
+#define SEG_ATT_RECEIPT		4
+#define SEG_ATT_ENQUEUED_AT	5
+#define SEG_ATT_ORIGIN		6
+#define SEG_ATT_PRIORITY	7
+#define SEG_ATT_GROUP_KEY	8
+#define SEG_ATT_LAST_ERROR	9
+#define SEG_ATT_HEADERS		10
+#define SEG_ATT_PAYLOAD		11
+#define SEG_NATTS			11
+
 /* Column positions of the rows STMT_CLAIM returns (queue.message's order). */
 #define MSG_COL_ID			1
 #define MSG_COL_VISIBLE_AT	6
@@ -224,6 +236,7 @@ extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
+extern int64 storage_send_one(int64 queue_id, const Datum *values, const char *nulls, int64 id);
 extern uint64 storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls);
 extern StorageRows storage_claim(const QueueMeta *meta, TimestampTz now,
 								 const int64 *exclude, int nexclude, int limit);

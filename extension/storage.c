@@ -7,10 +7,13 @@
  * the ring: which segment takes new rows, where reads start, recycling),
  * and its archive in queue_internal.a17; names come from the numeric id
  * alone, never from the user's name.  Callers speak of queues and ids
- * only: storage_send, storage_claim, storage_by_id and storage_move pick
- * the segments.  Each statement is prepared once per backend, per queue and
- * segment (and per dead-letter or target queue where one is involved), and
- * kept with SPI_keepplan, so the hot paths never parse SQL.  The plan cache
+ * only: storage_send_one, storage_send, storage_claim, storage_by_id and
+ * storage_move pick the segments.  A single send, the call every producer
+ * makes, writes its row and index entries directly (storage_send_one), as
+ * logical replication's apply does, without a statement.  Each statement
+ * is prepared once per backend, per queue and segment (and per dead-letter
+ * or target queue where one is involved), and kept with SPI_keepplan, so
+ * the hot paths never parse SQL.  The plan cache
  * lives in TopMemoryContext; PostgreSQL's plan cache revalidates the plans
  * when the tables change (a recycle's TRUNCATE, for one).  Callers run
  * inside owner_context_enter(), so the statements run as the extension's
@@ -26,8 +29,13 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
 #include "lib/stringinfo.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
@@ -36,6 +44,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "queue.h"
 
 typedef struct PlanKey
@@ -99,21 +108,11 @@ typedef struct StatementDef
 } StatementDef;
 
 static const StatementDef statements[STMT__COUNT] = {
-	[STMT_SEND] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority)"
-		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT4OID}
-	},
 	[STMT_SEND_BATCH] = {
 		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority)"
 		" SELECT $1, $2, $3, $4, p, $6 FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
 		" ORDER BY n RETURNING id",
 		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID, INT4OID}
-	},
-	[STMT_SEND_WITH_ID] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority, id)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-		7, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID, INT4OID, INT8OID}
 	},
 	[STMT_CLAIM] = {
 		CLAIM_SQL("{T}", "id >= $4") CLAIM_TAIL("m.id"),
@@ -626,8 +625,78 @@ rows_append(StorageRows *r, int max)
 		r->tuples[r->ntuples++] = SPI_tuptable->vals[i];
 }
 
+/* The sequence every queue's message ids come from. */
+static Oid
+message_id_seq(void)
+{
+	static Oid	seq = InvalidOid;
+
+	if (!OidIsValid(seq))
+		seq = get_relname_relid("message_id_seq",
+								get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false));
+	return seq;
+}
+
 /*
- * Runs an insert (STMT_SEND or STMT_SEND_BATCH, RETURNING id) into the
+ * Inserts one message into the queue's head segment: the heap row and its
+ * index entries (partial ones where their predicates hold), without
+ * planning or running a statement.  values and nulls are as
+ * STMT_SEND_BATCH takes them, with one payload; id is the message's id, or
+ * 0 for the sequence's next.  Returns the id.
+ */
+int64
+storage_send_one(int64 queue_id, const Datum *values, const char *nulls, int64 id)
+{
+	int			seg = segment_for_insert(queue_id);
+	Relation	rel = table_open(segment_relid(queue_id, seg), NoLock);	/* locked */
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Datum	   *v = slot->tts_values;
+	bool	   *n = slot->tts_isnull;
+
+	if (RelationGetDescr(rel)->natts != SEG_NATTS)
+		elog(ERROR, "segment table %s has %d columns, not %d",
+			 RelationGetRelationName(rel), RelationGetDescr(rel)->natts, SEG_NATTS);
+	if (id == 0)
+		id = nextval_internal(message_id_seq(), false);
+	ExecClearTuple(slot);
+	memset(n, false, sizeof(bool) * SEG_NATTS);
+	v[SEG_ATT_ID - 1] = Int64GetDatum(id);
+	v[SEG_ATT_VISIBLE_AT - 1] = values[0];
+	v[SEG_ATT_ATTEMPTS - 1] = Int32GetDatum(0);
+	n[SEG_ATT_RECEIPT - 1] = true;
+	v[SEG_ATT_ENQUEUED_AT - 1] = values[1];
+	n[SEG_ATT_ORIGIN - 1] = true;
+	v[SEG_ATT_PRIORITY - 1] = Int16GetDatum((int16) DatumGetInt32(values[5]));
+	v[SEG_ATT_GROUP_KEY - 1] = values[2];
+	n[SEG_ATT_GROUP_KEY - 1] = nulls[2] == 'n';
+	n[SEG_ATT_LAST_ERROR - 1] = true;
+	v[SEG_ATT_HEADERS - 1] = values[3];
+	n[SEG_ATT_HEADERS - 1] = nulls[3] == 'n';
+	v[SEG_ATT_PAYLOAD - 1] = values[4];
+	ExecStoreVirtualTuple(slot);
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
+	queue_insert_index_tuples(rri, slot, estate);
+	ExecCloseIndices(rri);
+	ExecDropSingleTupleTableSlot(slot);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	/* what runs next in the transaction sees the row, as after an SPI insert */
+	CommandCounterIncrement();
+
+	segment_note(queue_id, seg, id, DatumGetTimestampTz(values[0]));
+	if (DatumGetInt32(values[5]) > 0)
+		segment_note_priority(queue_id, seg);
+	segment_touch(queue_id);
+	return id;
+}
+
+/*
+ * Runs an insert (STMT_SEND_BATCH, RETURNING id) into the
  * queue's head segment; SPI_tuptable holds the ids.  Returns the rows sent.
  */
 uint64
