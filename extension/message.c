@@ -169,7 +169,8 @@ check_dedup_key(Datum key)
 }
 
 /*
- * Inserts one message (values as storage_send_one takes them), under a
+ * Inserts one message (values as storage_send takes them, the payload in
+ * values[4]), under a
  * deduplication key unless key is NULL.  Returns its id and whether it was
  * sent; with a key already used within the window, the first message's id
  * and false.  The caller is in the owner context.
@@ -186,7 +187,8 @@ send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Dat
 		*sent = false;
 		return id;
 	}
-	return storage_send_one(meta->id, values, nulls, id);
+	storage_send(meta->id, values, nulls, &values[4], 1, &id);
+	return id;
 }
 
 /*
@@ -331,7 +333,6 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	values[5] = priority_arg(fcinfo, 6);
 	values[0] = TimestampTzGetDatum(now + delay);
 	values[1] = TimestampTzGetDatum(now);
-	values[4] = PG_GETARG_DATUM(1);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	owner_context_enter(&ctx);
@@ -339,11 +340,15 @@ queue_send_batch(PG_FUNCTION_ARGS)
 		sent = send_each(meta, values, nulls, now, payloads, npayloads, keys, key_nulls, rsinfo);
 	else
 	{
-		sent = storage_send(STMT_SEND_BATCH, meta->id, values, nulls);
-		for (uint64 i = 0; i < sent; i++)
-		{
-			Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		int64	   *ids = palloc0(sizeof(int64) * Max(npayloads, 1));
 
+		storage_send(meta->id, values, nulls, payloads, npayloads, ids);
+		sent = npayloads;
+		for (int i = 0; i < npayloads; i++)
+		{
+			Datum		id = Int64GetDatum(ids[i]);
+
+			isnull = false;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 		}
 	}

@@ -167,7 +167,6 @@ extern Oid	catalog_relid(void);
 /* storage.c: per-queue tables and the cached statements that touch them */
 typedef enum StorageStatement
 {
-	STMT_SEND_BATCH,
 	STMT_CLAIM,
 	STMT_WRITE_LEASE,
 	STMT_DELETE_IDS,
@@ -236,8 +235,8 @@ extern void storage_drop_tables(int64 queue_id);
 extern int64 storage_truncate(int64 queue_id);
 extern int64 storage_count(int64 queue_id);
 extern Oid	storage_relid(int64 queue_id);
-extern int64 storage_send_one(int64 queue_id, const Datum *values, const char *nulls, int64 id);
-extern uint64 storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls);
+extern void storage_send(int64 queue_id, const Datum *values, const char *nulls,
+						 const Datum *payloads, int npayloads, int64 *ids);
 extern StorageRows storage_claim(const QueueMeta *meta, TimestampTz now,
 								 const int64 *exclude, int nexclude, int limit);
 extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id,

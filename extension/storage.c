@@ -7,10 +7,10 @@
  * the ring: which segment takes new rows, where reads start, recycling),
  * and its archive in queue_internal.a17; names come from the numeric id
  * alone, never from the user's name.  Callers speak of queues and ids
- * only: storage_send_one, storage_send, storage_claim, storage_by_id and
- * storage_move pick the segments.  A single send, the call every producer
- * makes, writes its row and index entries directly (storage_send_one), as
- * logical replication's apply does, without a statement.  Each statement
+ * only: storage_send, storage_claim, storage_by_id and storage_move pick
+ * the segments.  Sends, the calls every producer makes, write their rows
+ * and index entries directly (storage_send), as logical replication's
+ * apply does, without a statement.  Each statement
  * is prepared once per backend, per queue and segment (and per dead-letter
  * or target queue where one is involved), and kept with SPI_keepplan, so
  * the hot paths never parse SQL.  The plan cache
@@ -108,12 +108,6 @@ typedef struct StatementDef
 } StatementDef;
 
 static const StatementDef statements[STMT__COUNT] = {
-	[STMT_SEND_BATCH] = {
-		"INSERT INTO {T} (visible_at, enqueued_at, group_key, headers, payload, priority)"
-		" SELECT $1, $2, $3, $4, p, $6 FROM unnest($5::jsonb[]) WITH ORDINALITY AS u(p, n)"
-		" ORDER BY n RETURNING id",
-		6, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBARRAYOID, INT4OID}
-	},
 	[STMT_CLAIM] = {
 		CLAIM_SQL("{T}", "id >= $4") CLAIM_TAIL("m.id"),
 		CLAIM_ARGS
@@ -638,79 +632,72 @@ message_id_seq(void)
 }
 
 /*
- * Inserts one message into the queue's head segment: the heap row and its
+ * Inserts messages into the queue's head segment: each heap row and its
  * index entries (partial ones where their predicates hold), without
- * planning or running a statement.  values and nulls are as
- * STMT_SEND_BATCH takes them, with one payload; id is the message's id, or
- * 0 for the sequence's next.  Returns the id.
+ * planning or running a statement.  values and nulls describe what the
+ * messages share: visible_at, enqueued_at, group_key, headers, (payload,
+ * unused here) and priority, in that order; payloads holds one per
+ * message.  ids[i] is message i's id, or 0 for the sequence's next, which
+ * is written back: ids rise in the payloads' order.
  */
-int64
-storage_send_one(int64 queue_id, const Datum *values, const char *nulls, int64 id)
+void
+storage_send(int64 queue_id, const Datum *values, const char *nulls,
+			 const Datum *payloads, int npayloads, int64 *ids)
 {
 	int			seg = segment_for_insert(queue_id);
 	Relation	rel = table_open(segment_relid(queue_id, seg), NoLock);	/* locked */
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Datum	   *v = slot->tts_values;
-	bool	   *n = slot->tts_isnull;
+	CommandId	cid = GetCurrentCommandId(true);
+	int64		lowest = PG_INT64_MAX;
 
 	if (RelationGetDescr(rel)->natts != SEG_NATTS)
 		elog(ERROR, "segment table %s has %d columns, not %d",
 			 RelationGetRelationName(rel), RelationGetDescr(rel)->natts, SEG_NATTS);
-	if (id == 0)
-		id = nextval_internal(message_id_seq(), false);
-	ExecClearTuple(slot);
-	memset(n, false, sizeof(bool) * SEG_NATTS);
-	v[SEG_ATT_ID - 1] = Int64GetDatum(id);
-	v[SEG_ATT_VISIBLE_AT - 1] = values[0];
-	v[SEG_ATT_ATTEMPTS - 1] = Int32GetDatum(0);
-	n[SEG_ATT_RECEIPT - 1] = true;
-	v[SEG_ATT_ENQUEUED_AT - 1] = values[1];
-	n[SEG_ATT_ORIGIN - 1] = true;
-	v[SEG_ATT_PRIORITY - 1] = Int16GetDatum((int16) DatumGetInt32(values[5]));
-	v[SEG_ATT_GROUP_KEY - 1] = values[2];
-	n[SEG_ATT_GROUP_KEY - 1] = nulls[2] == 'n';
-	n[SEG_ATT_LAST_ERROR - 1] = true;
-	v[SEG_ATT_HEADERS - 1] = values[3];
-	n[SEG_ATT_HEADERS - 1] = nulls[3] == 'n';
-	v[SEG_ATT_PAYLOAD - 1] = values[4];
-	ExecStoreVirtualTuple(slot);
-
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
-	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	queue_insert_index_tuples(rri, slot, estate);
+	for (int i = 0; i < npayloads; i++)
+	{
+		Datum	   *v = slot->tts_values;
+		bool	   *n = slot->tts_isnull;
+
+		if (ids[i] == 0)
+			ids[i] = nextval_internal(message_id_seq(), false);
+		lowest = Min(lowest, ids[i]);
+		ExecClearTuple(slot);
+		memset(n, false, sizeof(bool) * SEG_NATTS);
+		v[SEG_ATT_ID - 1] = Int64GetDatum(ids[i]);
+		v[SEG_ATT_VISIBLE_AT - 1] = values[0];
+		v[SEG_ATT_ATTEMPTS - 1] = Int32GetDatum(0);
+		n[SEG_ATT_RECEIPT - 1] = true;
+		v[SEG_ATT_ENQUEUED_AT - 1] = values[1];
+		n[SEG_ATT_ORIGIN - 1] = true;
+		v[SEG_ATT_PRIORITY - 1] = Int16GetDatum((int16) DatumGetInt32(values[5]));
+		v[SEG_ATT_GROUP_KEY - 1] = values[2];
+		n[SEG_ATT_GROUP_KEY - 1] = nulls[2] == 'n';
+		n[SEG_ATT_LAST_ERROR - 1] = true;
+		v[SEG_ATT_HEADERS - 1] = values[3];
+		n[SEG_ATT_HEADERS - 1] = nulls[3] == 'n';
+		v[SEG_ATT_PAYLOAD - 1] = payloads[i];
+		ExecStoreVirtualTuple(slot);
+		table_tuple_insert(rel, slot, cid, 0, NULL);
+		queue_insert_index_tuples(rri, slot, estate);
+		ResetPerTupleExprContext(estate);
+	}
 	ExecCloseIndices(rri);
 	ExecDropSingleTupleTableSlot(slot);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
-	/* what runs next in the transaction sees the row, as after an SPI insert */
+	/* what runs next in the transaction sees the rows, as after an SPI insert */
 	CommandCounterIncrement();
 
-	segment_note(queue_id, seg, id, DatumGetTimestampTz(values[0]));
+	if (npayloads == 0)
+		return;
+	segment_note(queue_id, seg, lowest, DatumGetTimestampTz(values[0]));
 	if (DatumGetInt32(values[5]) > 0)
 		segment_note_priority(queue_id, seg);
 	segment_touch(queue_id);
-	return id;
-}
-
-/*
- * Runs an insert (STMT_SEND_BATCH, RETURNING id) into the
- * queue's head segment; SPI_tuptable holds the ids.  Returns the rows sent.
- */
-uint64
-storage_send(StorageStatement stmt, int64 queue_id, Datum *values, const char *nulls)
-{
-	int			seg = segment_for_insert(queue_id);
-
-	run_plan(segment_plan(stmt, queue_id, seg, 0, -1), values, nulls);
-	if (SPI_processed > 0)
-		segment_note(queue_id, seg, lowest_id(), DatumGetTimestampTz(values[0]));
-	if (SPI_processed > 0 && DatumGetInt32(values[5]) > 0)
-		segment_note_priority(queue_id, seg);
-	segment_touch(queue_id);
-	return SPI_processed;
 }
 
 /*
