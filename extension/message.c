@@ -170,10 +170,9 @@ check_dedup_key(Datum key)
 
 /*
  * Inserts one message (values as storage_send takes them, the payload in
- * values[4]), under a
- * deduplication key unless key is NULL.  Returns its id and whether it was
- * sent; with a key already used within the window, the first message's id
- * and false.  The caller is in the owner context.
+ * values[4]), under a deduplication key unless key is NULL.  Returns its
+ * id and whether it was sent; with a key already used within the window,
+ * the first message's id and false.  The caller is in the owner context.
  */
 static int64
 send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,

@@ -10,11 +10,10 @@
  * only: storage_send, storage_claim, storage_by_id and storage_move pick
  * the segments.  Sends, the calls every producer makes, write their rows
  * and index entries directly (storage_send), as logical replication's
- * apply does, without a statement.  Each statement
- * is prepared once per backend, per queue and segment (and per dead-letter
- * or target queue where one is involved), and kept with SPI_keepplan, so
- * the hot paths never parse SQL.  The plan cache
- * lives in TopMemoryContext; PostgreSQL's plan cache revalidates the plans
+ * apply does, without a statement.  Each statement is prepared once per
+ * backend, per queue and segment (and per dead-letter or target queue
+ * where one is involved), and kept with SPI_keepplan, so the hot paths
+ * never parse SQL.  The plan cache lives in TopMemoryContext; PostgreSQL's plan cache revalidates the plans
  * when the tables change (a recycle's TRUNCATE, for one).  Callers run
  * inside owner_context_enter(), so the statements run as the extension's
  * owner with search_path pinned.
