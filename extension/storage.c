@@ -905,10 +905,11 @@ any_prioritized(int64 queue_id)
 /* How many windows, each twice the last, a FIFO claim reads at most. */
 #define FIFO_WINDOWS	4
 
-/* How a FIFO claim of one segment ended short of its batch. */
+/* How a FIFO claim of one segment ended. */
 typedef enum FifoScanEnd
 {
-	FIFO_SCAN_ALL,				/* it met every visible message of the segment */
+	FIFO_SCAN_ALL,				/* the batch is full, or it met every visible
+								 * message of the segment */
 	FIFO_SCAN_IN_FLIGHT,		/* what it met was mostly not heads */
 	FIFO_SCAN_TAKEN				/* what it met other readers were taking */
 } FifoScanEnd;
