@@ -618,15 +618,24 @@ rows_append(StorageRows *r, int max)
 		r->tuples[r->ntuples++] = SPI_tuptable->vals[i];
 }
 
-/* The sequence every queue's message ids come from. */
+/*
+ * The sequence every queue's message ids come from, looked up again when
+ * the extension's catalog is a new one (the extension dropped and created
+ * again in this backend's life).
+ */
 static Oid
 message_id_seq(void)
 {
 	static Oid	seq = InvalidOid;
+	static Oid	seq_catalog = InvalidOid;
+	Oid			catalog = catalog_relid();
 
-	if (!OidIsValid(seq))
+	if (catalog != seq_catalog)
+	{
 		seq = get_relname_relid("message_id_seq",
 								get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false));
+		seq_catalog = catalog;
+	}
 	return seq;
 }
 

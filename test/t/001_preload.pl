@@ -4,7 +4,8 @@
 # Without it, CREATE EXTENSION works (the install script needs no shared
 # memory) but every function that needs the shared counters and wakeups
 # refuses with SQLSTATE 55000 and a hint that names shared_preload_libraries,
-# before it writes anything.  With it, the same calls work.  The library is
+# before it writes anything.  With it, the same calls work, also after the
+# extension is dropped and created again in one session.  The library is
 # then taken out of shared_preload_libraries again with a queue holding a
 # message, to prove that the existing queue is refused too and left intact.
 
@@ -117,6 +118,27 @@ is( $node->safe_psql(
 		q{SELECT messages, visible, in_flight FROM queue.queues WHERE queue_name = 'jobs'}),
 	'2|1|1',
 	'queue.queues sees one message in flight');
+
+# The extension dropped and created again within one session: sends find
+# the new tables and sequence, not the ones this backend knew before.
+is( $node->safe_psql(
+		'postgres', q{
+		CREATE DATABASE reinstall;
+	}), '', 'a database for reinstalling');
+is( $node->safe_psql(
+		'reinstall', q{
+		CREATE EXTENSION queue;
+		SELECT queue.create('again') > 0;
+		SELECT queue.send('again', '1') > 0;
+		DROP EXTENSION queue CASCADE;
+		CREATE EXTENSION queue;
+		SELECT queue.create('again') > 0;
+		SELECT queue.send('again', '2') > 0;
+		SELECT count(*) FROM queue.send_batch('again', ARRAY['3', '4']::jsonb[]);
+		SELECT string_agg(payload::text, ',' ORDER BY id) FROM queue.read('again', 10);
+	}),
+	"t\nt\nt\nt\n2\n2,3,4",
+	'sends work after the extension is dropped and created again in the same session');
 
 # --- the library taken out of shared_preload_libraries again ------------------
 
