@@ -343,11 +343,11 @@ queue_send_batch(PG_FUNCTION_ARGS)
 
 		storage_send(meta->id, values, nulls, payloads, npayloads, ids);
 		sent = npayloads;
+		isnull = false;
 		for (int i = 0; i < npayloads; i++)
 		{
 			Datum		id = Int64GetDatum(ids[i]);
 
-			isnull = false;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 		}
 	}

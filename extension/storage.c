@@ -13,10 +13,10 @@
  * apply does, without a statement.  Each statement is prepared once per
  * backend, per queue and segment (and per dead-letter or target queue
  * where one is involved), and kept with SPI_keepplan, so the hot paths
- * never parse SQL.  The plan cache lives in TopMemoryContext; PostgreSQL's plan cache revalidates the plans
- * when the tables change (a recycle's TRUNCATE, for one).  Callers run
- * inside owner_context_enter(), so the statements run as the extension's
- * owner with search_path pinned.
+ * never parse SQL.  The plan cache lives in TopMemoryContext;
+ * PostgreSQL's plan cache revalidates the plans when the tables change (a
+ * recycle's TRUNCATE, for one).  Callers run inside owner_context_enter(),
+ * so the statements run as the extension's owner with search_path pinned.
  *
  * Reading: a claim locks the oldest visible messages with FOR UPDATE SKIP
  * LOCKED and returns them, segment by segment from the oldest, each from
@@ -658,6 +658,7 @@ storage_send(int64 queue_id, const Datum *values, const char *nulls,
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	CommandId	cid = GetCurrentCommandId(true);
+	Oid			seq = message_id_seq();
 	int64		lowest = PG_INT64_MAX;
 
 	if (RelationGetDescr(rel)->natts != SEG_NATTS)
@@ -671,7 +672,7 @@ storage_send(int64 queue_id, const Datum *values, const char *nulls,
 		bool	   *n = slot->tts_isnull;
 
 		if (ids[i] == 0)
-			ids[i] = nextval_internal(message_id_seq(), false);
+			ids[i] = nextval_internal(seq, false);
 		lowest = Min(lowest, ids[i]);
 		ExecClearTuple(slot);
 		memset(n, false, sizeof(bool) * SEG_NATTS);
