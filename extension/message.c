@@ -21,6 +21,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -172,7 +173,8 @@ check_dedup_key(Datum key)
  * Inserts one message (values as storage_send takes them, the payload in
  * values[4]), under a deduplication key unless key is NULL.  Returns its
  * id and whether it was sent; with a key already used within the window,
- * the first message's id and false.  The caller is in the owner context.
+ * the first message's id and false.  With a key, the caller is in the
+ * owner context (the key's reservation is SQL); storage_send needs none.
  */
 static int64
 send_one(const QueueMeta *meta, Datum *values, char *nulls, TimestampTz now, Datum key,
@@ -207,6 +209,8 @@ queue_send(PG_FUNCTION_ARGS)
 	int64		id;
 	OwnerContext ctx;
 
+	/* the rows are written without a statement, whose executor would check */
+	PreventCommandIfReadOnly("queue.send()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -224,10 +228,14 @@ queue_send(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(5))
 		check_dedup_key(PG_GETARG_DATUM(5));
 
-	owner_context_enter(&ctx);
-	id = send_one(meta, values, nulls, now, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
-				  &sent);
-	owner_context_exit(&ctx);
+	if (PG_ARGISNULL(5))
+		id = send_one(meta, values, nulls, now, (Datum) 0, &sent);
+	else
+	{
+		owner_context_enter(&ctx);
+		id = send_one(meta, values, nulls, now, PG_GETARG_DATUM(5), &sent);
+		owner_context_exit(&ctx);
+	}
 
 	if (!sent)
 		PG_RETURN_INT64(id);
@@ -306,6 +314,8 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	uint64		sent;
 	OwnerContext ctx;
 
+	/* the rows are written without a statement, whose executor would check */
+	PreventCommandIfReadOnly("queue.send_batch()");
 	require_not_null(fcinfo, 1, "payloads");
 	values[2] = optional_group_key(fcinfo, 4, &isnull);
 	nulls[2] = isnull ? 'n' : ' ';
@@ -334,9 +344,12 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	values[1] = TimestampTzGetDatum(now);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	owner_context_enter(&ctx);
 	if (keys != NULL)
+	{
+		owner_context_enter(&ctx);
 		sent = send_each(meta, values, nulls, now, payloads, npayloads, keys, key_nulls, rsinfo);
+		owner_context_exit(&ctx);
+	}
 	else
 	{
 		int64	   *ids = palloc0(sizeof(int64) * Max(npayloads, 1));
@@ -351,7 +364,6 @@ queue_send_batch(PG_FUNCTION_ARGS)
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 		}
 	}
-	owner_context_exit(&ctx);
 
 	if (sent > 0)
 		pending_sent(meta->id, (int64) sent);

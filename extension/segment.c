@@ -243,7 +243,10 @@ seg_find(int64 queue_id, bool create)
 	return st;
 }
 
-/* Reads head and tail from queue_internal.segment_ring; SPI is connected. */
+/*
+ * Reads head and tail from queue_internal.segment_ring, in an owner context
+ * of its own: a send calls this from outside one.
+ */
 static void
 ring_from_catalog(int64 queue_id, int64 *head, int64 *tail)
 {
@@ -251,13 +254,16 @@ ring_from_catalog(int64 queue_id, int64 *head, int64 *tail)
 	Datum		arg = Int64GetDatum(queue_id);
 	bool		isnull;
 	int			rc;
+	OwnerContext ctx;
 
+	owner_context_enter(&ctx);
 	rc = SPI_execute_with_args("SELECT head, tail FROM queue_internal.segment_ring WHERE queue_id = $1",
 							   1, &type, &arg, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "segment ring of queue " INT64_FORMAT " is missing", queue_id);
 	*head = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*tail = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	owner_context_exit(&ctx);
 }
 
 /*

@@ -646,7 +646,9 @@ message_id_seq(void)
  * messages share: visible_at, enqueued_at, group_key, headers, (payload,
  * unused here) and priority, in that order; payloads holds one per
  * message.  ids[i] is message i's id, or 0 for the sequence's next, which
- * is written back: ids rise in the payloads' order.
+ * is written back: ids rise in the payloads' order.  Runs as the caller,
+ * in or out of the owner context: nothing here checks privileges (the
+ * caller's queue_open did) or resolves a name through search_path.
  */
 void
 storage_send(int64 queue_id, const Datum *values, const char *nulls,

@@ -329,6 +329,19 @@ SELECT queue.send_batch('ok', ARRAY['1']::jsonb[], group_key => '');
 \echo :SQLSTATE
 SELECT count(*) AS largest_batch_ok FROM queue.send_batch('ok', array_fill('1'::jsonb, ARRAY[10000]));
 SELECT queue.purge('ok');
+-- In a read-only transaction: 25006, with or without a dedup key.
+BEGIN READ ONLY;
+SELECT queue.send('ok', '1');
+\echo :SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT queue.send('ok', '1', dedup_key => 'k');
+\echo :SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT queue.send_batch('ok', ARRAY['1']::jsonb[]);
+\echo :SQLSTATE
+ROLLBACK;
 
 -- Payload and headers above queue.max_payload_size: 54000, before anything
 -- is written, and the size is counted with the headers.

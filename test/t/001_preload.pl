@@ -193,5 +193,30 @@ is( $node->safe_psql('postgres',
 	'1',
 	'the unlogged queue survived a clean restart');
 
+# --- more queues than queue.max_queues ----------------------------------------
+
+# A queue without shared state reads its segment ring from the catalog at
+# every call; a send does that as the calling role, outside the owner
+# context the other functions run in.
+$node->append_conf('postgresql.conf', 'queue.max_queues = 16');
+$node->restart;
+$node->safe_psql(
+	'postgres', q{
+	SELECT queue.create('many_' || g) FROM generate_series(1, 60) g;
+	CREATE ROLE many_sender LOGIN;
+	SELECT queue.grant('many_60', 'send', 'many_sender');
+});
+is( $node->safe_psql(
+		'postgres', q{SELECT sent_total IS NULL FROM queue.queues WHERE queue_name = 'many_60'}),
+	't', 'the last of 60 queues has no shared state with queue.max_queues = 16');
+$node->safe_psql('postgres', q{SELECT queue.send('many_60', '1')}, extra_params => [ '-U', 'many_sender' ]);
+$node->safe_psql('postgres', q{SELECT queue.send_batch('many_60', ARRAY['2', '3']::jsonb[])},
+	extra_params => [ '-U', 'many_sender' ]);
+is( $node->safe_psql(
+		'postgres', q{
+		SELECT string_agg(payload::text, ',' ORDER BY id) FROM queue.pop('many_60', 10);
+		SELECT count(*) FROM queue.read('many_60', 10)}),
+	"1,2,3\n0", 'a queue beyond queue.max_queues takes sends from a role that may only send');
+
 $node->stop;
 done_testing();
