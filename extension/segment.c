@@ -90,6 +90,7 @@
 #include "storage/spin.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -318,14 +319,57 @@ segment_ring(int64 queue_id)
 	return ring;
 }
 
+/*
+ * The OIDs of the segment tables of the queue looked up last (a send looks
+ * twice per call; by name, that is two catalog cache probes each).  Only
+ * a complete set is kept, and an invalidation of any of them (a drop, or
+ * an abort of the transaction that created them) or of all relations
+ * empties it.
+ */
+static int64 relids_queue = 0;
+static Oid	relids[QUEUE_SEGMENTS];
+
+static void
+relids_inval_callback(Datum arg pg_attribute_unused(), Oid relid)
+{
+	for (int i = 0; i < QUEUE_SEGMENTS; i++)
+	{
+		if (!OidIsValid(relid) || relids[i] == relid)
+			relids_queue = 0;
+	}
+}
+
 /* The OID of one segment table of a queue (InvalidOid when dropped). */
 Oid
 segment_relid(int64 queue_id, int seg)
 {
-	char		name[NAMEDATALEN];
+	static bool callback_registered = false;
+	Oid			nsp;
+	Oid			found[QUEUE_SEGMENTS];
+	bool		complete = true;
 
-	snprintf(name, sizeof(name), "s%lld_%d", (long long) queue_id, seg);
-	return get_relname_relid(name, get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false));
+	if (relids_queue == queue_id)
+		return relids[seg];
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(relids_inval_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	nsp = get_namespace_oid(QUEUE_INTERNAL_SCHEMA, false);
+	for (int i = 0; i < QUEUE_SEGMENTS; i++)
+	{
+		char		name[NAMEDATALEN];
+
+		snprintf(name, sizeof(name), "s%lld_%d", (long long) queue_id, i);
+		found[i] = get_relname_relid(name, nsp);
+		complete &= OidIsValid(found[i]);
+	}
+	if (complete)
+	{
+		memcpy(relids, found, sizeof(relids));
+		relids_queue = queue_id;
+	}
+	return found[seg];
 }
 
 /*
