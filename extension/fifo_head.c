@@ -23,6 +23,11 @@
  * segment, the test probes the group index from the segment's floor
  * (segment_floor: no live row below it), which skips the dead index entries
  * the group's acknowledged messages leave until the segment is recycled.
+ * A claim may read on where its statement's scan ended, with a statement
+ * of its own (storage.c's claim_fifo): the groups met so far are carried
+ * over (FifoScan), and hold their later messages back, but rows may have
+ * committed below the new start since the earlier snapshots, so the
+ * segment is probed as the others are.
  * Later leased messages: a probe of the leased index above the candidate's
  * id, only in segments into which a lease may have been written
  * (segment_maybe_leased).  The probes are index scans opened once per
@@ -99,7 +104,19 @@ typedef struct SeenGroup
 {
 	uint64		hash;			/* of the group key: hash key */
 	int64		first_id;
+	bool		taken;			/* another reader held the group's lock then */
 } SeenGroup;
+
+/*
+ * The groups an id order scan met, kept over the statements of one claim:
+ * a statement that goes on where the last one ended (statements > 0) still
+ * knows the groups met before it.
+ */
+struct FifoScan
+{
+	HTAB	   *seen;			/* SeenGroup by hash */
+	int			statements;		/* that have ended */
+};
 
 /* The probe of the claim statement that is running. */
 typedef struct Probe
@@ -111,7 +128,10 @@ typedef struct Probe
 	int			scan_seg;		/* the segment scanned in id order, or -1 */
 	int64		scan_from;		/* where that scan starts */
 	int64		last_id;		/* the id of the scan's last call */
-	HTAB	   *seen;			/* the scan's groups met so far */
+	FifoScan   *scan;			/* the groups it met, or NULL */
+	bool		continued;		/* earlier statements of the claim met some */
+	int64	   *held;			/* rows this transaction holds, sorted */
+	int			nheld;
 	MemoryContext cxt;
 	int			nsegs;
 	ProbeSegment segs[QUEUE_SEGMENTS];
@@ -122,14 +142,49 @@ static Probe probe = {0};
 
 PG_FUNCTION_INFO_V1(queue_fifo_head);
 
+/* A claim's memory of the groups its id order scans met, in the caller's memory. */
+FifoScan *
+fifo_scan_create(void)
+{
+	FifoScan   *scan = palloc0(sizeof(FifoScan));
+	HASHCTL		info;
+
+	info.keysize = sizeof(uint64);
+	info.entrysize = sizeof(SeenGroup);
+	info.hcxt = CurrentMemoryContext;
+	scan->seen = hash_create("queue FIFO groups met", 256, &info,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return scan;
+}
+
+void
+fifo_scan_free(FifoScan *scan)
+{
+	hash_destroy(scan->seen);
+	pfree(scan);
+}
+
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
 /*
  * Starts the probe of one claim statement of a FIFO queue: locks its
  * tables as a query of the parent table would (the parent, then every
- * segment).  scan_seg is the segment a STMT_CLAIM_FIFO statement scans in
- * id order from scan_from; -1 for the other claims.
+ * segment).  A STMT_CLAIM_FIFO statement scans segment scan_seg in id order
+ * from scan_from and remembers the groups it meets in scan (which may hold
+ * those of the claim's earlier statements); the other claims pass NULL.
+ * held lists the rows this transaction holds already, which the head test
+ * refuses.
  */
 void
-fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from)
+fifo_probe_begin(int64 queue_id, FifoScan *scan, int scan_seg, int64 scan_from,
+				 const int64 *held, int nheld)
 {
 	Oid			parent = storage_relid(queue_id);
 
@@ -144,11 +199,25 @@ fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from)
 	}
 	probe.active = true;
 	probe.queue_id = queue_id;
-	probe.scan_seg = scan_seg;
+	probe.scan = scan;
+	probe.scan_seg = scan == NULL ? -1 : scan_seg;
+	probe.continued = scan != NULL && scan->statements > 0;
 	probe.scan_from = scan_from;
 	probe.last_id = PG_INT64_MIN;
 	probe.cxt = AllocSetContextCreate(CurrentMemoryContext, "queue FIFO probe",
 									  ALLOCSET_SMALL_SIZES);
+	probe.held = MemoryContextAlloc(probe.cxt, sizeof(int64) * Max(nheld, 1));
+	memcpy(probe.held, held, sizeof(int64) * nheld);
+	qsort(probe.held, nheld, sizeof(int64), int64_cmp);
+	probe.nheld = nheld;
+}
+
+/* Whether this transaction holds the row already. */
+static bool
+held_here(int64 id)
+{
+	return probe.nheld > 0 &&
+		bsearch(&id, probe.held, probe.nheld, sizeof(int64), int64_cmp) != NULL;
 }
 
 /* Ends the probe of a statement that ran: closes what the calls opened. */
@@ -157,6 +226,9 @@ fifo_probe_end(void)
 {
 	FifoProbeStats stats = probe.stats;
 
+	stats.last_id = probe.last_id;
+	if (probe.scan != NULL)
+		probe.scan->statements++;
 	for (int i = 0; i < probe.nsegs; i++)
 	{
 		ProbeSegment *s = &probe.segs[i];
@@ -194,29 +266,25 @@ group_hash(Datum group_key)
 							   VARSIZE_ANY_EXHDR(key), 0);
 }
 
-/* Remembers that the scan met the group at id (the first time counts). */
-static void
-seen_add(Datum group_key, int64 id)
+/*
+ * Remembers that the scan met the group at id (the first time counts), and
+ * says whether it met the group before id.  Two groups that share a hash
+ * hold each other back: parallelism, never order.
+ */
+static SeenGroup *
+seen_meet(Datum group_key, int64 id, bool *before)
 {
 	uint64		hash = group_hash(group_key);
 	bool		found;
-	SeenGroup  *g = hash_search(probe.seen, &hash, HASH_ENTER, &found);
+	SeenGroup  *g = hash_search(probe.scan->seen, &hash, HASH_ENTER, &found);
 
 	if (!found)
+	{
 		g->first_id = id;
-}
-
-/*
- * Whether the scan met the group before id.  Two groups that share a hash
- * hold each other back within one statement: parallelism, never order.
- */
-static bool
-seen_before(Datum group_key, int64 id)
-{
-	uint64		hash = group_hash(group_key);
-	SeenGroup  *g = hash_search(probe.seen, &hash, HASH_FIND, NULL);
-
-	return g != NULL && g->first_id < id;
+		g->taken = false;
+	}
+	*before = g->first_id < id;
+	return g;
 }
 
 /* An index of a segment table, by the name storage_create_tables gave it. */
@@ -247,6 +315,7 @@ seen_add_stragglers(ProbeSegment *s, const int64 *ids, int nids, Snapshot snapsh
 	{
 		ScanKeyData key;
 		bool		isnull;
+		bool		before;
 		Datum		group_key;
 
 		if (ids[i] >= probe.scan_from)
@@ -257,7 +326,7 @@ seen_add_stragglers(ProbeSegment *s, const int64 *ids, int nids, Snapshot snapsh
 			continue;
 		group_key = slot_getattr(s->slot, SEG_ATT_GROUP_KEY, &isnull);
 		if (!isnull)
-			seen_add(group_key, ids[i]);
+			(void) seen_meet(group_key, ids[i], &before);
 	}
 	index_endscan(scan);
 	index_close(pkey, NoLock);
@@ -292,17 +361,6 @@ probe_open_segments(void)
 	MemoryContext old = MemoryContextSwitchTo(probe.cxt);
 	Snapshot	snapshot = GetActiveSnapshot();
 	SegmentRing ring = segment_ring(probe.queue_id);
-
-	if (probe.scan_seg >= 0)
-	{
-		HASHCTL		info;
-
-		info.keysize = sizeof(uint64);
-		info.entrysize = sizeof(SeenGroup);
-		info.hcxt = probe.cxt;
-		probe.seen = hash_create("queue FIFO groups met", 256, &info,
-								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
 	for (int64 g = ring.tail; g <= ring.head; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
@@ -320,7 +378,11 @@ probe_open_segments(void)
 		s->slot = table_slot_create(s->table, NULL);
 		s->earlier = index_beginscan(s->table, s->group_index, snapshot, 3, 0);
 		s->leased = index_beginscan(s->table, s->leased_index, snapshot, 2, 0);
-		s->scan_covers = seg == probe.scan_seg && scan_covers(s, snapshot);
+		/*
+		 * What earlier statements met, they met with older snapshots: rows
+		 * committed since below this statement's start are not covered.
+		 */
+		s->scan_covers = seg == probe.scan_seg && !probe.continued && scan_covers(s, snapshot);
 		probe.nsegs++;
 	}
 	probe.opened = true;
@@ -420,23 +482,40 @@ test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, Time
 {
 	LOCKTAG		tag;
 	LockAcquireResult got;
-	bool		scan = probe.scan_seg >= 0;
+	bool		scan = probe.scan != NULL;
+	SeenGroup  *seen = NULL;
+	bool		before = false;
 
-	if (visible_at > now)
-		return false;
-	group_lock_tag(&tag, queue_id, DatumGetTextPP(group_key));
-	got = LockAcquire(&tag, ExclusiveLock, false, true);
-	if (got == LOCKACQUIRE_NOT_AVAIL)
+	if (scan)
+		seen = seen_meet(group_key, id, &before);
+	if (visible_at > now || held_here(id))
 		return false;
 
 	/*
-	 * An earlier row the scan met holds the group back, whoever holds it;
-	 * the scan stands in for the probe of its segment only when this
-	 * transaction holds no row of the group (the scan does not meet its
-	 * own, which it excludes, and it would hold their group's lock).
+	 * An earlier row the scan met holds the group back, whoever holds it,
+	 * and the lock need not be tried: a miss, unless another reader was
+	 * taking the group (which the lock told when the scan met it first).
 	 */
-	if (!(scan && seen_before(group_key, id)) &&
-		is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
+	if (before)
+	{
+		probe.stats.misses += !seen->taken;
+		return false;
+	}
+	group_lock_tag(&tag, queue_id, DatumGetTextPP(group_key));
+	got = LockAcquire(&tag, ExclusiveLock, false, true);
+	if (got == LOCKACQUIRE_NOT_AVAIL)
+	{
+		if (seen != NULL)
+			seen->taken = true;
+		return false;
+	}
+
+	/*
+	 * The scan stands in for the probe of its segment only when this
+	 * transaction holds no row of the group (it would hold the group's
+	 * lock): a row it holds may lie where the scan does not go.
+	 */
+	if (is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
 		return true;
 	probe.stats.misses++;
 	if (got == LOCKACQUIRE_OK)
@@ -460,7 +539,6 @@ queue_fifo_head(PG_FUNCTION_ARGS)
 	int64		id = PG_GETARG_INT64(2);
 	TimestampTz visible_at = PG_GETARG_TIMESTAMPTZ(3);
 	TimestampTz now = PG_GETARG_TIMESTAMPTZ(4);
-	bool		deliverable;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4) ||
 		!probe.active || probe.queue_id != queue_id)
@@ -475,14 +553,6 @@ queue_fifo_head(PG_FUNCTION_ARGS)
 		probe_open_segments();
 	probe.stats.visible += visible_at <= now;
 	if (PG_ARGISNULL(1))
-		PG_RETURN_BOOL(visible_at <= now);
-	deliverable = test_row(queue_id, PG_GETARG_DATUM(1), id, visible_at, now);
-	if (probe.seen != NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(probe.cxt);
-
-		seen_add(PG_GETARG_DATUM(1), id);
-		MemoryContextSwitchTo(old);
-	}
-	PG_RETURN_BOOL(deliverable);
+		PG_RETURN_BOOL(visible_at <= now && !held_here(id));
+	PG_RETURN_BOOL(test_row(queue_id, PG_GETARG_DATUM(1), id, visible_at, now));
 }

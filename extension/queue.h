@@ -252,9 +252,16 @@ typedef struct FifoProbeStats
 {
 	int			visible;		/* visible candidates met */
 	int			misses;			/* of them: group free, message not its head */
+	int64		last_id;		/* the id order scan's last row met */
 } FifoProbeStats;
 
-extern void fifo_probe_begin(int64 queue_id, int scan_seg, int64 scan_from);
+/* The groups an id order scan met, over the statements of one claim. */
+typedef struct FifoScan FifoScan;
+
+extern FifoScan *fifo_scan_create(void);
+extern void fifo_scan_free(FifoScan *scan);
+extern void fifo_probe_begin(int64 queue_id, FifoScan *scan, int scan_seg, int64 scan_from,
+							 const int64 *held, int nheld);
 extern FifoProbeStats fifo_probe_end(void);
 extern void fifo_probe_abandon(void);
 

@@ -120,12 +120,15 @@ static const StatementDef statements[STMT__COUNT] = {
 	 * the bound is computed once, and the scan below it stays in id order,
 	 * so that FIFO_HEAD runs, and takes group locks, only until the batch
 	 * is full.  The head test is given the hidden rows too (it tests their
-	 * visibility itself): it remembers every group the scan meets.
+	 * visibility itself): it remembers every group the scan meets.  It also
+	 * refuses the rows this transaction holds (the ids in $2, which it is
+	 * given by fifo_probe_begin): a binary search, where "id <> ALL ($2)"
+	 * would compare every row the scan meets with every id.
 	 */
 	[STMT_CLAIM_FIFO] = {
 		"SELECT " MESSAGE_COLUMNS " FROM {T} m WHERE id >= $4 AND id <= (SELECT max(c.id)"
-		" FROM (SELECT id FROM {T} WHERE id >= $4 AND visible_at <= $1 AND id <> ALL ($2)"
-		" ORDER BY id LIMIT $5) c) AND id <> ALL ($2)"
+		" FROM (SELECT id FROM {T} WHERE id >= $4 AND visible_at <= $1"
+		" ORDER BY id LIMIT $5) c)"
 		FIFO_HEAD CLAIM_TAIL("m.id"),
 		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
 	},
@@ -744,11 +747,12 @@ claims_heads(StorageStatement stmt)
 /*
  * Runs one claim statement on a segment (or all, seg -1) and adds what it
  * locked to r and ids; fifth is for the statements that take five
- * parameters.  Returns what the head tests of a FIFO claim saw.
+ * parameters, scan for STMT_CLAIM_FIFO.  Returns what the head tests of a
+ * FIFO claim saw.
  */
 static FifoProbeStats
 claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, int64 *ids,
-			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit)
+			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit, FifoScan *scan)
 {
 	SPIPlanPtr	plan = segment_plan(stmt, queue_id, seg, 0, -1);
 	FifoProbeStats stats = {0};
@@ -763,10 +767,7 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	if (claims_heads(stmt))
 	{
 		/* STMT_CLAIM_FIFO scans seg in id order from fourth */
-		if (stmt == STMT_CLAIM_FIFO)
-			fifo_probe_begin(queue_id, seg, DatumGetInt64(fourth));
-		else
-			fifo_probe_begin(queue_id, -1, 0);
+		fifo_probe_begin(queue_id, scan, seg, DatumGetInt64(fourth), ids, *nids);
 		PG_TRY();
 		{
 			run_plan(plan, args, NULL);
@@ -888,14 +889,14 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 		if (keyed)
 		{
 			claim_segment(fifo ? STMT_CLAIM_FAIR_FIFO : STMT_CLAIM_FAIR, queue_id, -1, now,
-						  ids, nids, key_array, Int32GetDatum(per_key), r, limit);
+						  ids, nids, key_array, Int32GetDatum(per_key), r, limit, NULL);
 			if (round == 0)
 				served = r->ntuples - before;
 		}
 		/* one turn for the messages without a key, or the rest of the batch */
 		if (r->ntuples < limit)
 			claim_segment(STMT_CLAIM_UNGROUPED, queue_id, -1, now, ids, nids, Int64GetDatum(0), 0,
-						  r, keyed ? r->ntuples + 1 : limit);
+						  r, keyed ? r->ntuples + 1 : limit, NULL);
 		if (r->ntuples == before || (fifo && round > 0))
 			break;
 	}
@@ -933,28 +934,38 @@ typedef enum FifoScanEnd
  * flight) ends it: a larger one would likely hold more of the same, and
  * the claim's group-by-group fallback costs what the groups number, not
  * the messages.  When other readers were taking what it met (their groups'
- * locks held, their rows locked), it reads again from the start with a
- * window twice as large: from the start, so that the head test's memory of
- * the groups met covers the segment (fifo_head.c).
+ * locks held, their rows locked), it reads on from where the window ended
+ * with a window twice as large, remembering the groups met before
+ * (fifo_head.c).
  */
 static FifoScanEnd
 claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int64 from,
 		   StorageRows *r, int limit)
 {
+	FifoScan   *scan = fifo_scan_create();
+	FifoScanEnd end = FIFO_SCAN_TAKEN;
 	int			window = FIFO_SCAN_ROWS * limit;
 
 	for (int w = 0; w < FIFO_WINDOWS; w++, window *= 2)
 	{
 		FifoProbeStats stats = claim_segment(STMT_CLAIM_FIFO, queue_id, seg, now, ids, nids,
 											 Int64GetDatum(from), Int64GetDatum(window),
-											 r, limit);
+											 r, limit, scan);
 
 		if (r->ntuples == limit || stats.visible < window)
-			return FIFO_SCAN_ALL;
+		{
+			end = FIFO_SCAN_ALL;
+			break;
+		}
 		if (stats.misses * 2 >= window)
-			return FIFO_SCAN_IN_FLIGHT;
+		{
+			end = FIFO_SCAN_IN_FLIGHT;
+			break;
+		}
+		from = stats.last_id + 1;
 	}
-	return FIFO_SCAN_TAKEN;
+	fifo_scan_free(scan);
+	return end;
 }
 
 /*
@@ -995,7 +1006,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	{
 		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
 					  ids, &nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_ROWS * limit), &r,
-					  limit);
+					  limit, NULL);
 		/* after a start: one look tells whether the queue holds any at all */
 		if (unknown && r.ntuples == 0 && !any_prioritized(queue_id))
 			segment_priority_none(queue_id);
@@ -1023,7 +1034,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 			int			nmissed;
 
 			claim_segment(fifo ? STMT_CLAIM_IDS_FIFO : STMT_CLAIM_IDS, queue_id, seg, now, ids, &nids,
-						  storage_id_array(due, ndue), 0, &r, limit);
+						  storage_id_array(due, ndue), 0, &r, limit, NULL);
 			nmissed = missed_ids(due, ndue, ids + before, nids - before, missed);
 			segment_recheck(queue_id, seg, missed, nmissed);
 		}
@@ -1038,7 +1049,7 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 			}
 			else
 				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids, Int64GetDatum(from), 0,
-							  &r, limit);
+							  &r, limit, NULL);
 			segment_after_read(queue_id, seg);
 		}
 	}
