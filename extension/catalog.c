@@ -16,6 +16,8 @@
  * acknowledge, return and archive.  Only then does owner_context_enter()
  * switch to the extension's owner with search_path pinned to pg_catalog,
  * pg_temp, so that nothing the caller planted in a schema is ever resolved.
+ * A send without a deduplication key needs no switch: storage_send runs no
+ * SQL and resolves no name.
  */
 #include "postgres.h"
 
