@@ -643,15 +643,17 @@ message_id_seq(void)
 }
 
 /*
- * Inserts messages into the queue's head segment: each heap row and its
- * index entries (partial ones where their predicates hold), without
- * planning or running a statement.  values and nulls describe what the
- * messages share: visible_at, enqueued_at, group_key, headers, (payload,
- * unused here) and priority, in that order; payloads holds one per
- * message.  ids[i] is message i's id, or 0 for the sequence's next, which
- * is written back: ids rise in the payloads' order.  Runs as the caller,
- * in or out of the owner context: nothing here checks privileges (the
- * caller's queue_open did) or resolves a name through search_path.
+ * Inserts messages into the queue's head segment: the heap rows in one
+ * multi-insert (as COPY writes them: one WAL record and one buffer lock per
+ * page rather than per row), then each row's index entries (partial ones
+ * where their predicates hold), without planning or running a statement.
+ * values and nulls describe what the messages share: visible_at,
+ * enqueued_at, group_key, headers, (payload, unused here) and priority, in
+ * that order; payloads holds one per message.  ids[i] is message i's id,
+ * or 0 for the sequence's next, which is written back: ids rise in the
+ * payloads' order.  Runs as the caller, in or out of the owner context:
+ * nothing here checks privileges (the caller's queue_open did) or resolves
+ * a name through search_path.
  */
 void
 storage_send(int64 queue_id, const Datum *values, const char *nulls,
@@ -661,25 +663,24 @@ storage_send(int64 queue_id, const Datum *values, const char *nulls,
 	Relation	rel = table_open(segment_relid(queue_id, seg), NoLock);	/* locked */
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	CommandId	cid = GetCurrentCommandId(true);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * Max(npayloads, 1));
 	Oid			seq = message_id_seq();
 	int64		lowest = PG_INT64_MAX;
 
 	if (RelationGetDescr(rel)->natts != SEG_NATTS)
 		elog(ERROR, "segment table %s has %d columns, not %d",
 			 RelationGetRelationName(rel), RelationGetDescr(rel)->natts, SEG_NATTS);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
 	for (int i = 0; i < npayloads; i++)
 	{
-		Datum	   *v = slot->tts_values;
-		bool	   *n = slot->tts_isnull;
+		Datum	   *v;
+		bool	   *n;
 
 		if (ids[i] == 0)
 			ids[i] = nextval_internal(seq, false);
 		lowest = Min(lowest, ids[i]);
-		ExecClearTuple(slot);
+		slots[i] = table_slot_create(rel, NULL);
+		v = slots[i]->tts_values;
+		n = slots[i]->tts_isnull;
 		memset(n, false, sizeof(bool) * SEG_NATTS);
 		v[SEG_ATT_ID - 1] = Int64GetDatum(ids[i]);
 		v[SEG_ATT_VISIBLE_AT - 1] = values[0];
@@ -694,13 +695,19 @@ storage_send(int64 queue_id, const Datum *values, const char *nulls,
 		v[SEG_ATT_HEADERS - 1] = values[3];
 		n[SEG_ATT_HEADERS - 1] = nulls[3] == 'n';
 		v[SEG_ATT_PAYLOAD - 1] = payloads[i];
-		ExecStoreVirtualTuple(slot);
-		table_tuple_insert(rel, slot, cid, 0, NULL);
-		queue_insert_index_tuples(rri, slot, estate);
+		ExecStoreVirtualTuple(slots[i]);
+	}
+	table_multi_insert(rel, slots, npayloads, GetCurrentCommandId(true), 0, NULL);
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < npayloads; i++)
+	{
+		queue_insert_index_tuples(rri, slots[i], estate);
 		ResetPerTupleExprContext(estate);
+		ExecDropSingleTupleTableSlot(slots[i]);
 	}
 	ExecCloseIndices(rri);
-	ExecDropSingleTupleTableSlot(slot);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	/* what runs next in the transaction sees the rows, as after an SPI insert */

@@ -537,9 +537,19 @@ CREATE TABLE big_src AS
 SELECT pg_column_size(p) > 100000 AS stored_large FROM big_src;
 SELECT queue.send('big', jsonb_build_object('blob', repeat('x', 300000))) > 0 AS sent;
 SELECT queue.send('big', (SELECT p FROM big_src)) > 0 AS sent;
+-- send_batch writes its rows in one multi-insert: the same two large
+-- payloads, then 300 small ones, over several pages.
+SELECT count(*) AS sent
+  FROM queue.send_batch('big', ARRAY[(SELECT p FROM big_src), jsonb_build_object('blob', repeat('y', 300000))]
+                               || (SELECT array_agg(jsonb_build_object('n', i) ORDER BY i)
+                                     FROM generate_series(1, 300) AS i));
 DROP TABLE big_src;
 SELECT length(payload->>'blob') AS blob_length, md5(payload->>'blob') AS blob_md5
   FROM queue.read('big', 2) ORDER BY id;
+SELECT length(payload->>'blob') AS blob_length, md5(payload->>'blob') AS blob_md5
+  FROM queue.read('big', 2) ORDER BY id;
+SELECT count(*) AS small, bool_and((payload->>'n')::int = n) AS in_send_order
+  FROM (SELECT payload, row_number() OVER (ORDER BY id) AS n FROM queue.read('big', 1000)) AS s;
 SELECT md5(string_agg(md5(i::text), '')) AS expected_md5 FROM generate_series(1, 4000) AS i;
 SELECT queue.drop('big');
 
