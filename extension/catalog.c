@@ -28,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -420,6 +421,19 @@ queue_open(FunctionCallInfo fcinfo, int argno, const char *argname, int privileg
 				 errdetail("It was dropped while this statement waited for it.")));
 	queue_require_privilege(meta, privileges);
 	return meta;
+}
+
+/*
+ * Refuses a function that writes in a read-only transaction (25006), as
+ * PostgreSQL's own commands are refused, rather than leaving it to the
+ * extension's statements on its tables (whose text the error would show),
+ * or to nothing at all: a send writes its rows without a statement.
+ */
+void
+require_writable(FunctionCallInfo fcinfo)
+{
+	if (XactReadOnly)
+		PreventCommandIfReadOnly(psprintf("queue.%s()", get_func_name(fcinfo->flinfo->fn_oid)));
 }
 
 /*

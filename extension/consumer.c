@@ -431,6 +431,7 @@ queue_subscribe(PG_FUNCTION_ARGS)
 	bool		isnull;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	require_not_null(fcinfo, 2, "handler");
 	/* NULL means "unchanged" to alter_consumer; here a setting must be given */
 	require_not_null(fcinfo, 3, "batch_size");
@@ -531,9 +532,11 @@ reset_setting(ConsumerConfig *c, const char *setting)
 Datum
 queue_alter_consumer(PG_FUNCTION_ARGS)
 {
-	ConsumerConfig *c = consumer_by_name(queue_name_arg(fcinfo, 0, "consumer_name"), false);
+	ConsumerConfig *c;
 	const QueueMeta *meta;
 
+	require_writable(fcinfo);
+	c = consumer_by_name(queue_name_arg(fcinfo, 0, "consumer_name"), false);
 	require_consumer_admin(c);
 	meta = queue_lookup_by_id(c->queue_id);
 	if (!PG_ARGISNULL(10))
@@ -574,6 +577,7 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 Datum
 queue_pause(PG_FUNCTION_ARGS)
 {
+	require_writable(fcinfo);
 	set_paused(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -582,6 +586,7 @@ queue_pause(PG_FUNCTION_ARGS)
 Datum
 queue_resume(PG_FUNCTION_ARGS)
 {
+	require_writable(fcinfo);
 	set_paused(fcinfo, false);
 	PG_RETURN_VOID();
 }
@@ -591,11 +596,13 @@ Datum
 queue_unsubscribe(PG_FUNCTION_ARGS)
 {
 	bool		if_exists = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
-	ConsumerConfig *c = consumer_by_name(queue_name_arg(fcinfo, 0, "consumer_name"), if_exists);
+	ConsumerConfig *c;
 	Datum		arg;
 	Oid			type = INT8OID;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
+	c = consumer_by_name(queue_name_arg(fcinfo, 0, "consumer_name"), if_exists);
 	if (c == NULL)
 	{
 		ereport(NOTICE,

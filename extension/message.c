@@ -21,7 +21,6 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -209,8 +208,7 @@ queue_send(PG_FUNCTION_ARGS)
 	int64		id;
 	OwnerContext ctx;
 
-	/* the rows are written without a statement, whose executor would check */
-	PreventCommandIfReadOnly("queue.send()");
+	require_writable(fcinfo);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -314,8 +312,7 @@ queue_send_batch(PG_FUNCTION_ARGS)
 	uint64		sent;
 	OwnerContext ctx;
 
-	/* the rows are written without a statement, whose executor would check */
-	PreventCommandIfReadOnly("queue.send_batch()");
+	require_writable(fcinfo);
 	require_not_null(fcinfo, 1, "payloads");
 	values[2] = optional_group_key(fcinfo, 4, &isnull);
 	nulls[2] = isnull ? 'n' : ' ';
@@ -646,6 +643,7 @@ queue_read(PG_FUNCTION_ARGS)
 												meta->visibility_usecs);
 	int64		wait = interval_arg_usecs(fcinfo, 3, "wait", 0, QUEUE_MAX_WAIT_USECS, 0);
 
+	require_writable(fcinfo);
 	deliver(fcinfo, meta, max_messages, visibility, wait, false);
 	PG_RETURN_NULL();
 }
@@ -657,6 +655,7 @@ queue_pop(PG_FUNCTION_ARGS)
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	int			max_messages = batch_size_arg(fcinfo, 1, "max_messages");
 
+	require_writable(fcinfo);
 	deliver(fcinfo, meta, max_messages, meta->visibility_usecs, 0, true);
 	PG_RETURN_NULL();
 }
@@ -775,6 +774,7 @@ queue_ack(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	TimestampTz old_visible_at;
 
+	require_writable(fcinfo);
 	switch (lease_consume(meta->id, id, receipt))
 	{
 		case LEASE_MATCH:
@@ -866,6 +866,7 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	StorageRows acked;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	if (nids != ArrayGetNItems(ARR_NDIM(receipts), ARR_DIMS(receipts)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -908,6 +909,7 @@ queue_nack(PG_FUNCTION_ARGS)
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
+	require_writable(fcinfo);
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
 	args[2] = TimestampTzGetDatum(visible_at);
@@ -932,6 +934,7 @@ queue_set_visibility(PG_FUNCTION_ARGS)
 	TimestampTz old_visible_at;
 	Datum		args[3];
 
+	require_writable(fcinfo);
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
 	args[2] = TimestampTzGetDatum(visible_at);
@@ -960,6 +963,7 @@ queue_archive(PG_FUNCTION_ARGS)
 	bool		isnull;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	args[0] = Int64GetDatum(required_int8_arg(fcinfo, 1, "id"));
 	args[1] = Int64GetDatum(required_int8_arg(fcinfo, 2, "receipt"));
 	args[2] = TimestampTzGetDatum(now);

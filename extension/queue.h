@@ -157,6 +157,7 @@ extern bool queue_has_privilege(const QueueMeta *meta, int privileges);
 extern void queue_require_privilege(const QueueMeta *meta, int privileges);
 extern const QueueMeta *queue_open(FunctionCallInfo fcinfo, int argno, const char *argname,
 								   int privileges);
+extern void require_writable(FunctionCallInfo fcinfo);
 extern void owner_context_enter(OwnerContext *ctx);
 extern void owner_context_exit(OwnerContext *ctx);
 extern void catalog_changed(void);

@@ -126,6 +126,7 @@ queue_create(PG_FUNCTION_ARGS)
 	int64		id;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	require_preloaded();
 	name = queue_name_arg(fcinfo, 0, "queue_name");
 	require_not_null(fcinfo, 1, "logged");
@@ -240,6 +241,7 @@ queue_alter(PG_FUNCTION_ARGS)
 	INTERVALOID};
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	s.visibility_usecs = meta->visibility_usecs;
 	s.max_attempts = meta->max_attempts;
 	s.dead_letter = meta->dead_letter_id ? queue_lookup_by_id(meta->dead_letter_id) : NULL;
@@ -332,6 +334,7 @@ queue_drop(PG_FUNCTION_ARGS)
 	Datum		id;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	require_preloaded();
 	name = queue_name_arg(fcinfo, 0, "queue_name");
 	meta = queue_lookup(name, if_exists);
@@ -371,6 +374,7 @@ queue_purge(PG_FUNCTION_ARGS)
 	int64		purged;
 	OwnerContext ctx;
 
+	require_writable(fcinfo);
 	owner_context_enter(&ctx);
 	purged = storage_truncate(meta->id);
 	owner_context_exit(&ctx);
@@ -439,6 +443,7 @@ change_grants(FunctionCallInfo fcinfo, bool grant)
 Datum
 queue_grant(PG_FUNCTION_ARGS)
 {
+	require_writable(fcinfo);
 	change_grants(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -447,6 +452,7 @@ queue_grant(PG_FUNCTION_ARGS)
 Datum
 queue_revoke(PG_FUNCTION_ARGS)
 {
+	require_writable(fcinfo);
 	change_grants(fcinfo, false);
 	PG_RETURN_VOID();
 }
@@ -508,6 +514,7 @@ queue_redrive(PG_FUNCTION_ARGS)
 	int64		moved = 0;
 	ListCell   *lc;
 
+	require_writable(fcinfo);
 	if (!PG_ARGISNULL(2))
 	{
 		limit = PG_GETARG_INT64(2);
@@ -762,10 +769,7 @@ queue_recycle(PG_FUNCTION_ARGS)
 						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errdetail("Recycling copies a segment's last messages with a snapshot taken after its lock."),
 				 errhint("Call queue.recycle in a READ COMMITTED transaction.")));
-	if (XactReadOnly)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot recycle a queue in a read-only transaction")));
+	require_writable(fcinfo);
 	owner_context_enter(&ctx);
 	recycled = storage_maintain(meta->id, true);
 	owner_context_exit(&ctx);
