@@ -15,8 +15,9 @@
  * where one is involved), and kept with SPI_keepplan, so the hot paths
  * never parse SQL.  The plan cache lives in TopMemoryContext;
  * PostgreSQL's plan cache revalidates the plans when the tables change (a
- * recycle's TRUNCATE, for one).  Callers run inside owner_context_enter(),
- * so the statements run as the extension's owner with search_path pinned.
+ * recycle's TRUNCATE, for one).  Callers of the statements run inside
+ * owner_context_enter(), so they run as the extension's owner with
+ * search_path pinned; storage_send, which runs none, needs no such context.
  *
  * Reading: a claim locks the oldest visible messages with FOR UPDATE SKIP
  * LOCKED and returns them, segment by segment from the oldest, each from

@@ -378,32 +378,6 @@ SELECT queue.subscribe('c1', 'cq_plain', 'regress_void_handler(queue.message[])'
 RESET ROLE;
 
 --
--- In a read-only transaction the consumer functions are refused with 25006.
-BEGIN READ ONLY;
-DO $$
-DECLARE
-  call text;
-  state text;
-  msg text;
-BEGIN
-  FOREACH call IN ARRAY ARRAY[
-    $q$SELECT queue.subscribe('c_ro', 'cq', 'regress_void_handler(queue.message[])')$q$,
-    $q$SELECT queue.alter_consumer('c1', batch_size => 5)$q$,
-    $q$SELECT queue.pause('c1')$q$,
-    $q$SELECT queue.resume('c1')$q$,
-    $q$SELECT queue.unsubscribe('c1')$q$]
-  LOOP
-    BEGIN
-      EXECUTE call;
-      RAISE NOTICE '%: no error', call;
-    EXCEPTION WHEN OTHERS THEN
-      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-      RAISE NOTICE '%: % %', call, state, msg;
-    END;
-  END LOOP;
-END $$;
-ROLLBACK;
-
 -- alter_consumer: settings out of range are 22023, as in subscribe.
 --
 SELECT queue.alter_consumer('c1', batch_size => 0);

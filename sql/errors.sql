@@ -330,7 +330,7 @@ SELECT queue.send_batch('ok', ARRAY['1']::jsonb[], group_key => '');
 SELECT count(*) AS largest_batch_ok FROM queue.send_batch('ok', array_fill('1'::jsonb, ARRAY[10000]));
 SELECT queue.purge('ok');
 -- In a read-only transaction every function that writes is refused with
--- 25006, naming itself (the consumer functions: consumers.sql).
+-- 25006, naming itself, before it looks up a consumer or checks a handler.
 BEGIN READ ONLY;
 DO $$
 DECLARE
@@ -356,7 +356,12 @@ BEGIN
     $q$SELECT queue.grant('ok', 'send', 'pg_monitor')$q$,
     $q$SELECT queue.revoke('ok', 'send', 'pg_monitor')$q$,
     $q$SELECT queue.redrive('ok')$q$,
-    $q$SELECT queue.recycle('ok')$q$]
+    $q$SELECT queue.recycle('ok')$q$,
+    $q$SELECT queue.subscribe('c_ro', 'ok', 'now()')$q$,
+    $q$SELECT queue.alter_consumer('c_ro', batch_size => 5)$q$,
+    $q$SELECT queue.pause('c_ro')$q$,
+    $q$SELECT queue.resume('c_ro')$q$,
+    $q$SELECT queue.unsubscribe('c_ro')$q$]
   LOOP
     BEGIN
       EXECUTE call;
