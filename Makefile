@@ -12,6 +12,7 @@ OBJS = \
 	extension/catalog.o \
 	extension/storage.o \
 	extension/segment.o \
+	extension/segment_indexes.o \
 	extension/queue_admin.o \
 	extension/lease.o \
 	extension/message.o \

@@ -248,6 +248,10 @@ extern void storage_rows_free(StorageRows *rows);
 extern bool storage_first_visible(int64 queue_id, TimestampTz now, TimestampTz *enqueued_at);
 extern int64 storage_bytes(int64 queue_id);
 
+/* segment_indexes.c: the indexes a direct send writes entries into */
+extern void segment_indexes_open(ResultRelInfo *rri, TupleTableSlot **slots, int nslots,
+								 EState *estate);
+
 /* fifo_head.c: whether a claim of a FIFO queue may take a message */
 typedef struct FifoProbeStats
 {

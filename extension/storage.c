@@ -647,7 +647,8 @@ message_id_seq(void)
  * Inserts messages into the queue's head segment: the heap rows in one
  * multi-insert (as COPY writes them: one WAL record and one buffer lock per
  * page rather than per row), then each row's index entries (partial ones
- * where their predicates hold), without planning or running a statement.
+ * where their predicates hold; segment_indexes.c keeps the indexes'
+ * descriptions), without planning or running a statement.
  * values and nulls describe what the messages share: visible_at,
  * enqueued_at, group_key, headers, (payload, unused here) and priority, in
  * that order; payloads holds one per message.  ids[i] is message i's id,
@@ -701,7 +702,7 @@ storage_send(int64 queue_id, const Datum *values, const char *nulls,
 	table_multi_insert(rel, slots, npayloads, GetCurrentCommandId(true), 0, NULL);
 
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
+	segment_indexes_open(rri, slots, npayloads, estate);
 	for (int i = 0; i < npayloads; i++)
 	{
 		queue_insert_index_tuples(rri, slots[i], estate);
