@@ -24,16 +24,15 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'crash', qq{
 restart_after_crash = on
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 

@@ -26,13 +26,13 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('wait');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'queue'");
-$node->start;
+my $node = queue_node('wait');
 
 sub sql { return $node->safe_psql('postgres', shift); }
 

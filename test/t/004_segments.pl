@@ -31,20 +31,19 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 
 # ---- part 1: the ledger ------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('segments');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'segments', qq{
 queue.segment_size = 16kB
 queue.segment_age = 50ms
 max_connections = 40
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
@@ -141,14 +140,10 @@ $node->stop;
 
 # ---- part 2: crashes during a recycle -----------------------------------------
 
-my $crash = PostgreSQL::Test::Cluster->new('recycle_crash');
-$crash->init;
-$crash->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $crash = queue_node(
+	'recycle_crash', qq{
 restart_after_crash = on
 });
-$crash->start;
 
 sub csql { return $crash->safe_psql('postgres', shift); }
 

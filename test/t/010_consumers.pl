@@ -40,20 +40,19 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('consumers');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'consumers', qq{
 max_worker_processes = 16
 queue.max_workers = 3
 queue.worker_idle_timeout = '30s'
 log_line_prefix = '%m [%p] %q%a '
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
@@ -64,21 +63,12 @@ sub as_app
 	return $node->safe_psql($db // 'postgres', "SET ROLE app;\n$query");
 }
 
-# Polls until a query returns 't'; asserts that it did.
-sub wait_until
-{
-	my ($query, $what, $db) = @_;
-	ok($node->poll_query_until($db // 'postgres', $query), $what)
-	  or diag("still not true: $query");
-	return;
-}
-
 # Waits until no drain worker runs in the server.
 sub wait_no_workers
 {
 	my ($what) = @_;
 	wait_until(
-		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker'},
+		$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker'},
 		$what);
 	return;
 }
@@ -213,7 +203,7 @@ is(sql(q{SELECT count(*) FROM queue.consumers WHERE consumer_name = 'su'}), '0',
 
 subscribe('own', 'qown');
 sql(q{SELECT queue.send('qown', '{"n": 1}')});
-wait_until(q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'own'},
+wait_until($node, q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'own'},
 	'the owner role\'s consumer handles a message');
 is( sql(q{SELECT usr || ',' || sess || ',' || super FROM ledger WHERE consumer = 'own'}),
 	'app,app,false',
@@ -228,18 +218,18 @@ as_app(q{SELECT queue.unsubscribe('own')});
 
 $node->append_conf('postgresql.conf', 'queue.allow_superuser_consumers = on');
 $node->reload;
-wait_until(q{SELECT current_setting('queue.allow_superuser_consumers') = 'on'},
+wait_until($node, q{SELECT current_setting('queue.allow_superuser_consumers') = 'on'},
 	'allow_superuser_consumers is on after the reload');
 sql(q{SELECT queue.subscribe('su', 'qsu', 'handler(queue.message[])')});
 sql(q{SELECT queue.send('qsu', '{"n": 1}')});
-wait_until(q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'su'},
+wait_until($node, q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'su'},
 	'with queue.allow_superuser_consumers on, a superuser\'s consumer runs');
 is( sql(q{SELECT sess || ',' || super FROM ledger WHERE consumer = 'su'}),
 	'postgres,true', 'and its handler runs as that superuser');
 
 $node->adjust_conf('postgresql.conf', 'queue.allow_superuser_consumers', 'off');
 $node->reload;
-wait_until(q{SELECT current_setting('queue.allow_superuser_consumers') = 'off'},
+wait_until($node, q{SELECT current_setting('queue.allow_superuser_consumers') = 'off'},
 	'allow_superuser_consumers is off again after the reload');
 
 # A worker started while it was allowed must not go on running the handler
@@ -271,7 +261,7 @@ wait_no_workers('no worker left after the owner checks');
 note 'commit to handler at low load';
 subscribe('fast', 'qf', 'batch_size => 1');
 sql(q{SELECT queue.send('qf', '{"n": 0}')});
-wait_until(q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'fast'},
+wait_until($node, q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'fast'},
 	'first message handled');
 for my $i (1 .. 5)
 {
@@ -290,7 +280,7 @@ cmp_ok(median(@lat), '<', 1.0,
 is(sql(q{SELECT count(DISTINCT pid) FROM ledger WHERE consumer = 'fast'}),
 	'1', 'the same idle worker took every send: it waited instead of exiting');
 wait_until(
-	q{SELECT wait_event_type = 'Extension' AND state = 'idle' FROM pg_stat_activity
+	$node, q{SELECT wait_event_type = 'Extension' AND state = 'idle' FROM pg_stat_activity
 	  WHERE application_name = 'queue consumer fast'},
 	'the waiting worker shows in pg_stat_activity as idle, in the extension\'s wait event');
 as_app(q{SELECT queue.unsubscribe('fast')});
@@ -307,7 +297,7 @@ $node->safe_psql('dbx', q{SELECT queue.send('dbx_qi', '{"n": 1}')});
 $node->safe_psql('dbx',
 	'SELECT queue.send_batch(\'dbx_qb\', ' . payloads(1, 1000, q{'sleep', 0.2}) . ')');
 wait_until(
-	q{SELECT count(*) = 2 FROM queue.workers
+	$node, q{SELECT count(*) = 2 FROM queue.workers
 	  WHERE (consumer_name, state) IN (('dbx_idle', 'waiting'), ('dbx_busy', 'handling'))},
 	'dbx: one worker waits idle, one is busy in its handler', 'dbx');
 my $t_dropdb = time;
@@ -378,7 +368,7 @@ wait_no_workers('abc: the workers leave after unsubscribe');
 note 'lowering the caps';
 subscribe('lower', 'qlow', 'batch_size => 10, max_concurrency => 3');
 sql('SELECT queue.send_batch(\'qlow\', ' . payloads(1, 5000, q{'sleep', 0.1}) . ')');
-wait_until(q{SELECT count(*) = 3 FROM queue.workers WHERE consumer_name = 'lower'},
+wait_until($node, q{SELECT count(*) = 3 FROM queue.workers WHERE consumer_name = 'lower'},
 	'lower: the consumer runs 3 workers');
 my $t_lower = (split /\n/,
 	as_app(q{SELECT queue.alter_consumer('lower', max_concurrency => 1); SELECT clock_timestamp()}))[-1];
@@ -390,11 +380,11 @@ cmp_ok(
 	       WHERE phase = 'lower_mc' AND at > timestamptz '$t_lower' + interval '2 s'}),
 	'<=', 1, 'lower: 2 s after max_concurrency drops to 1, one worker is left');
 as_app(q{SELECT queue.alter_consumer('lower', max_concurrency => 3)});
-wait_until(q{SELECT count(*) = 3 FROM queue.workers WHERE consumer_name = 'lower'},
+wait_until($node, q{SELECT count(*) = 3 FROM queue.workers WHERE consumer_name = 'lower'},
 	'lower: back to 3 workers');
 $node->append_conf('postgresql.conf', 'queue.max_workers = 1');
 $node->reload;
-wait_until(q{SELECT current_setting('queue.max_workers') = '1'}, 'queue.max_workers is 1 after the reload');
+wait_until($node, q{SELECT current_setting('queue.max_workers') = '1'}, 'queue.max_workers is 1 after the reload');
 my $t_reload = sql(q{SELECT clock_timestamp()});
 sql(q{SELECT sample_workers('lower_mw', 1e9::bigint, 5)});
 cmp_ok(sql(q{SELECT messages FROM queue.queues WHERE queue_name = 'qlow'}),
@@ -405,7 +395,7 @@ cmp_ok(
 	'<=', 1, 'lower: 2 s after queue.max_workers drops to 1, one drain worker is left');
 $node->append_conf('postgresql.conf', 'queue.max_workers = 3');
 $node->reload;
-wait_until(q{SELECT current_setting('queue.max_workers') = '3'}, 'queue.max_workers is 3 again');
+wait_until($node, q{SELECT current_setting('queue.max_workers') = '3'}, 'queue.max_workers is 3 again');
 as_app(q{SELECT queue.unsubscribe('lower')});
 wait_no_workers('lower: the workers leave after unsubscribe');
 is(sql(q{SELECT count(*) = count(DISTINCT id) FROM ledger WHERE consumer = 'lower'}),
@@ -417,7 +407,7 @@ note 'rate limit';
 subscribe('rated', 'qr', 'batch_size => 5, max_concurrency => 2, rate_limit => 50');
 sql('SELECT queue.send_batch(\'qr\', ' . payloads(1, 700) . ')');
 wait_until(
-	q{SELECT max(at) - min(at) >= interval '11.5 s' FROM ledger WHERE consumer = 'rated'},
+	$node, q{SELECT max(at) - min(at) >= interval '11.5 s' FROM ledger WHERE consumer = 'rated'},
 	'rated: drained for more than 11 seconds');
 my $observed = sql(q{SELECT observed_rate FROM queue.consumers WHERE consumer_name = 'rated'});
 my $in_window = sql(
@@ -437,12 +427,12 @@ is(sql(q{SELECT count(DISTINCT id) = count(*) FROM ledger WHERE consumer = 'rate
 note 'pause, resume, unsubscribe';
 subscribe('pr', 'qp', 'batch_size => 5, max_concurrency => 2');
 sql('SELECT queue.send_batch(\'qp\', ' . payloads(1, 600, q{'sleep', 0.1}) . ')');
-wait_until(q{SELECT count(*) >= 50 FROM ledger WHERE consumer = 'pr'},
+wait_until($node, q{SELECT count(*) >= 50 FROM ledger WHERE consumer = 'pr'},
 	'pr: draining');
 my $t_pause = sql(q{SELECT queue.pause('pr'); SELECT clock_timestamp()});
 $t_pause = (split /\n/, $t_pause)[-1];
 wait_until(
-	q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
+	$node, q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
 	     AND (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'queue consumer pr') = 0},
 	'pause: the workers leave');
 my $t_gone = sql(q{SELECT clock_timestamp()});
@@ -462,20 +452,20 @@ is(sql(q{SELECT messages FROM queue.queues WHERE queue_name = 'qp'}),
 	600 - $paused_count, 'pause: the rest waits in the queue');
 
 sql(q{SELECT queue.resume('pr')});
-wait_until(q{SELECT count(*) = 600 FROM ledger WHERE consumer = 'pr'},
+wait_until($node, q{SELECT count(*) = 600 FROM ledger WHERE consumer = 'pr'},
 	'resume: the rest is drained');
 is(sql(q{SELECT count(DISTINCT id) || ',' || min(n) || ',' || max(n) FROM ledger WHERE consumer = 'pr'}),
 	'600,1,600', 'resume: every message handled exactly once');
-wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qp'},
+wait_until($node, q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qp'},
 	'resume: the queue is empty');
 
 sql('SELECT queue.send_batch(\'qp\', ' . payloads(601, 600, q{'sleep', 0.1}) . ')');
-wait_until(q{SELECT count(*) >= 650 FROM ledger WHERE consumer = 'pr'},
+wait_until($node, q{SELECT count(*) >= 650 FROM ledger WHERE consumer = 'pr'},
 	'pr: draining again');
 my $t_unsub = sql(q{SELECT queue.unsubscribe('pr'); SELECT clock_timestamp()});
 $t_unsub = (split /\n/, $t_unsub)[-1];
 wait_until(
-	q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
+	$node, q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
 	     AND (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'queue consumer pr') = 0},
 	'unsubscribe: the workers leave');
 cmp_ok(
@@ -500,13 +490,13 @@ is( sql(q{SELECT count(*) || ',' || count(l.id) FROM queue.read('qp', 10000) r
 note 'idle timeout';
 $node->append_conf('postgresql.conf', q{queue.worker_idle_timeout = '1500ms'});
 $node->reload;
-wait_until(q{SELECT current_setting('queue.worker_idle_timeout') = '1500ms'},
+wait_until($node, q{SELECT current_setting('queue.worker_idle_timeout') = '1500ms'},
 	'worker_idle_timeout is 1.5 s after the reload');
 subscribe('idler', 'qi', 'batch_size => 1');
 sql('SELECT queue.send_batch(\'qi\', ' . payloads(1, 20) . ')');
-wait_until(q{SELECT count(*) = 20 FROM ledger WHERE consumer = 'idler'},
+wait_until($node, q{SELECT count(*) = 20 FROM ledger WHERE consumer = 'idler'},
 	'idler: 20 messages handled');
-wait_until(q{SELECT count(*) = 0 FROM queue.workers WHERE consumer_name = 'idler'},
+wait_until($node, q{SELECT count(*) = 0 FROM queue.workers WHERE consumer_name = 'idler'},
 	'idler: the idle worker exits');
 my $t_exit = time;
 my $idle_for = sql(q{SELECT extract(epoch FROM clock_timestamp() - max(at)) FROM ledger WHERE consumer = 'idler'});
@@ -550,7 +540,7 @@ ok(!$node->log_contains(qr/FATAL:\s+database \d+ does not exist/),
 note 'DROP EXTENSION';
 $node->append_conf('postgresql.conf', q{queue.worker_idle_timeout = '10s'});
 $node->reload;
-wait_until(q{SELECT current_setting('queue.worker_idle_timeout') = '10s'},
+wait_until($node, q{SELECT current_setting('queue.worker_idle_timeout') = '10s'},
 	'worker_idle_timeout is 10 s');
 
 # idle workers must not stand in the way
@@ -561,7 +551,7 @@ subscribe('dby_idle2', 'dby_qi2', undef, 'dby');
 $node->safe_psql('dby',
 	q{SELECT queue.send('dby_qi', '{"n": 1}'); SELECT queue.send('dby_qi2', '{"n": 1}')});
 wait_until(
-	q{SELECT count(*) = 2 FROM queue.workers
+	$node, q{SELECT count(*) = 2 FROM queue.workers
 	  WHERE consumer_name IN ('dby_idle', 'dby_idle2') AND state = 'waiting'},
 	'dby: two workers wait idle', 'dby');
 ($ret, $out, $err) =
@@ -569,7 +559,7 @@ wait_until(
 is($ret, 0, 'DROP EXTENSION with consumers whose workers wait idle succeeds')
   or diag($err);
 wait_until(
-	q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dby'},
+	$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dby'},
 	'DROP EXTENSION: the idle workers leave');
 
 # a busy worker: the DROP may wait for its batch, but must succeed
@@ -579,26 +569,26 @@ subscribe('dbz_busy', 'dbz_qb', 'batch_size => 1', 'dbz');
 $node->safe_psql('dbz',
 	'SELECT queue.send_batch(\'dbz_qb\', ' . payloads(1, 1000, q{'sleep', 0.2}) . ')');
 wait_until(
-	q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'dbz_busy' AND state = 'handling'},
+	$node, q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'dbz_busy' AND state = 'handling'},
 	'dbz: a worker is busy in its handler', 'dbz');
 ($ret, $out, $err) =
   $node->psql('dbz', 'DROP EXTENSION queue CASCADE', timeout => 60);
 is($ret, 0, 'DROP EXTENSION with a consumer whose worker is busy succeeds')
   or diag($err);
 wait_until(
-	q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dbz'},
+	$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dbz'},
 	'DROP EXTENSION: the busy worker leaves');
 
 # Every worker the postmaster starts from now on is logged at DEBUG1: none
 # may be started for the dropped consumers.
 sql(q{ALTER SYSTEM SET log_min_messages = debug1});
 $node->reload;
-wait_until(q{SELECT current_setting('log_min_messages') = 'debug1'}, 'debug1 logging on');
+wait_until($node, q{SELECT current_setting('log_min_messages') = 'debug1'}, 'debug1 logging on');
 $offset = -s $node->logfile;
 sleep(3);
 sql(q{ALTER SYSTEM RESET log_min_messages});
 $node->reload;
-wait_until(q{SELECT current_setting('log_min_messages') = 'warning'}, 'debug1 logging off');
+wait_until($node, q{SELECT current_setting('log_min_messages') = 'warning'}, 'debug1 logging off');
 my $log = slurp_file($node->logfile, $offset);
 my $idle_starts = () = $log =~ /starting background worker process "queue drain worker for dby_idle/g;
 my $busy_starts = () = $log =~ /starting background worker process "queue drain worker for dbz_busy/g;

@@ -41,34 +41,24 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('faults');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'faults', qq{
 restart_after_crash = on
 max_worker_processes = 16
 queue.max_workers = 4
 queue.worker_idle_timeout = '2s'
 log_line_prefix = '%m [%p] %q%a '
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
 sub as_app { return $node->safe_psql('postgres', "SET ROLE app;\n" . shift); }
-
-# Polls until a query returns 't'; asserts that it did.
-sub wait_until
-{
-	my ($query, $what) = @_;
-	ok($node->poll_query_until('postgres', $query), $what)
-	  or diag("still not true: $query");
-	return;
-}
 
 # An array of n payloads {"n": from.., extra}; extra is SQL building a jsonb
 # from g (the number), to be concatenated.
@@ -164,7 +154,7 @@ my $poison_id = (
 		  . ')'))[36];
 as_app(q{SELECT queue.resume('poison')});
 wait_until(
-	q{SELECT (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison_dlq') = 1
+	$node, q{SELECT (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison_dlq') = 1
 	     AND (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison') = 0},
 	'poison: the queue empties, one message in the dead-letter queue');
 is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || sum(n) FROM ledger
@@ -196,10 +186,10 @@ as_app(q{SELECT queue.subscribe('slow', 'qslow', 'handler(queue.message[])', bat
 my $t_slow = time;
 sql(q{SELECT queue.send('qslow', '{"n": 1, "sleep": 3600}')});
 wait_until(
-	q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	$node, q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'slow' AND w.state = 'handling' AND a.wait_event = 'PgSleep'},
 	'timeout: the handler sleeps in pg_sleep; queue.workers shows the worker handling');
-wait_until(q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qslow_dlq'},
+wait_until($node, q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qslow_dlq'},
 	'timeout: the message ends in the dead-letter queue');
 my $slow_elapsed = time - $t_slow;
 cmp_ok($slow_elapsed, '>=', 1.9,
@@ -215,7 +205,7 @@ my ($slow_failures, $slow_error) = split /\|/,
 is($slow_failures, '2', 'timeout: queue.consumers counts two failures');
 like($slow_error, qr/statement timeout/, 'timeout: queue.consumers shows the timeout as last_error');
 sql(q{SELECT queue.send('qslow', '{"n": 2}')});
-wait_until(q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'slow' AND n = 2},
+wait_until($node, q{SELECT count(*) = 1 FROM ledger WHERE consumer = 'slow' AND n = 2},
 	'timeout: the consumer goes on handling other messages');
 as_app(q{SELECT queue.unsubscribe('slow')});
 
@@ -233,9 +223,9 @@ my $killer_id = (split /\n/,
 	sql('SELECT queue.send_batch(\'qkill\', '
 		  . payloads(1, 5, q{CASE WHEN g = 3 THEN '{"die": true}'::jsonb ELSE '{}' END})
 		  . ')'))[2];
-wait_until(q{SELECT count(*) = 4 FROM ledger WHERE consumer = 'killer'},
+wait_until($node, q{SELECT count(*) = 4 FROM ledger WHERE consumer = 'killer'},
 	'killer: the four other messages are handled');
-wait_until(q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qkill_dlq'},
+wait_until($node, q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qkill_dlq'},
 	'killer: the message that kills its worker ends in the dead-letter queue');
 is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || sum(n) FROM ledger WHERE consumer = 'killer'}),
 	'4,4,12', 'killer: the others took effect once each, the killer never');
@@ -258,13 +248,13 @@ my $launcher = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'queu
 like($launcher, qr/^\d+$/, 'one launcher runs');
 # a backlog that takes longer to drain than the launcher takes to come back
 sql('SELECT queue.send_batch(\'ql\', ' . payloads(1, 800, q{'{"sleep": 0.2}'::jsonb}) . ')');
-wait_until(q{SELECT count(*) >= 20 FROM ledger WHERE consumer = 'lc'}, 'launcher: draining');
+wait_until($node, q{SELECT count(*) >= 20 FROM ledger WHERE consumer = 'lc'}, 'launcher: draining');
 $offset = -s $node->logfile;
 my $t_term = sql(qq{SELECT pg_terminate_backend($launcher); SELECT clock_timestamp()});
 like($t_term, qr/^t\n/, 'launcher terminated');
 $t_term = (split /\n/, $t_term)[-1];
 wait_until(
-	qq{SELECT count(*) = 1 FROM pg_stat_activity
+	$node, qq{SELECT count(*) = 1 FROM pg_stat_activity
 	   WHERE backend_type = 'queue launcher' AND pid <> $launcher},
 	'a new launcher starts, with a new pid');
 ok($node->log_contains(qr/queue launcher started/, $offset),
@@ -273,17 +263,17 @@ my $t_back = sql(q{SELECT backend_start FROM pg_stat_activity WHERE backend_type
 cmp_ok(
 	sql(qq{SELECT count(*) FROM ledger WHERE consumer = 'lc' AND at > '$t_term' AND at < '$t_back'}),
 	'>', 0, 'launcher: the workers drain on while no launcher runs');
-wait_until(q{SELECT count(*) = 800 FROM ledger WHERE consumer = 'lc'},
+wait_until($node, q{SELECT count(*) = 800 FROM ledger WHERE consumer = 'lc'},
 	'launcher: the backlog drains to the end');
 cmp_ok(sql(qq{SELECT count(*) FROM ledger WHERE consumer = 'lc' AND at > '$t_back'}),
 	'>', 0, 'launcher: draining went on after the new launcher started');
 is(sql(q{SELECT count(DISTINCT id) FROM ledger WHERE consumer = 'lc'}),
 	'800', 'launcher: each message once');
-wait_until(q{SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'queue consumer lc'},
+wait_until($node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'queue consumer lc'},
 	'launcher: the workers go idle and leave');
 my $old_pids = sql(q{SELECT string_agg(DISTINCT pid::text, ',') FROM ledger WHERE consumer = 'lc'});
 sql('SELECT queue.send_batch(\'ql\', ' . payloads(801, 20) . ')');
-wait_until(q{SELECT count(*) = 820 FROM ledger WHERE consumer = 'lc'},
+wait_until($node, q{SELECT count(*) = 820 FROM ledger WHERE consumer = 'lc'},
 	'launcher: a later send is handled');
 is( sql(qq{SELECT count(*) FROM ledger
 		   WHERE consumer = 'lc' AND n > 800 AND pid = ANY ('{$old_pids}'::int[])}),
@@ -297,7 +287,7 @@ make_queue('qk');
 as_app(q{SELECT queue.subscribe('k9', 'qk', 'handler(queue.message[])', batch_size => 10,
                                 max_concurrency => 2)});
 sql('SELECT queue.send_batch(\'qk\', ' . payloads(1, 100) . ')');
-wait_until(q{SELECT count(*) = 100 FROM ledger WHERE consumer = 'k9'},
+wait_until($node, q{SELECT count(*) = 100 FROM ledger WHERE consumer = 'k9'},
 	'k9: 100 messages handled and committed before the kill');
 # the next 200 stop in the handler at a gate the test holds, so that a
 # worker is caught in the middle of its batch with no race
@@ -305,7 +295,7 @@ my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(0, 1)');
 sql('SELECT queue.send_batch(\'qk\', ' . payloads(101, 200, q{'{"gate": true}'::jsonb}) . ')');
 wait_until(
-	q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	$node, q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'k9' AND w.state = 'handling' AND w.batch_messages = 10
 	    AND a.wait_event = 'advisory'},
 	'k9: a worker waits in its handler, in the middle of a batch of 10');
@@ -328,15 +318,15 @@ ok( $node->log_contains(qr/\(PID $victim\) was terminated by signal 9/, $offset)
 $node->wait_for_log(qr/database system is ready to accept connections/, $offset);
 # the crash ended the gate's session too, and with it the gate
 eval { $gate->quit; };
-wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'k9: the launcher is back after the crash restart');
-wait_until(q{SELECT count(*) = 300 FROM ledger WHERE consumer = 'k9'},
+wait_until($node, q{SELECT count(*) = 300 FROM ledger WHERE consumer = 'k9'},
 	'k9: the drain goes on to the end');
 is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || min(n) || ',' || max(n)
 		  FROM ledger WHERE consumer = 'k9'}),
 	'300,300,1,300',
 	'k9: every message took effect exactly once: none lost, none applied twice');
-wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qk'},
+wait_until($node, q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qk'},
 	'k9: the queue is empty');
 is( sql(qq{SELECT count(*) || ',' || count(DISTINCT id) || ',' || count(*) FILTER (WHERE pid = $victim)
 		   FROM ledger WHERE id IN ($ids)}),
@@ -355,7 +345,7 @@ note 'worker slot shortage';
 $node->stop;
 $node->append_conf('postgresql.conf', 'max_worker_processes = 4');
 $node->start;
-wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'shortage: the launcher runs with max_worker_processes = 4');
 make_queue('qshort');
 as_app(q{SELECT queue.subscribe('short', 'qshort', 'handler(queue.message[])', batch_size => 10,
@@ -363,7 +353,7 @@ as_app(q{SELECT queue.subscribe('short', 'qshort', 'handler(queue.message[])', b
 $offset = -s $node->logfile;
 my $t_short = time;
 sql('SELECT queue.send_batch(\'qshort\', ' . payloads(1, 1000, q{'{"sleep": 0.1}'::jsonb}) . ')');
-wait_until(q{SELECT count(*) = 1000 FROM ledger WHERE consumer = 'short'},
+wait_until($node, q{SELECT count(*) = 1000 FROM ledger WHERE consumer = 'short'},
 	'shortage: the backlog drains with the slots there are');
 my $short_secs = time - $t_short;
 is(sql(q{SELECT count(DISTINCT id) FROM ledger WHERE consumer = 'short'}),

@@ -65,6 +65,9 @@ use warnings;
 use IPC::Run ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time);
 
@@ -74,11 +77,8 @@ my $producers = 8;         # producer sessions; producer p owns groups p, p + 8,
 my $fail_seq = 7;          # the message that fails once in the failing groups
 my $retry_backoff = 0.3;   # seconds
 
-my $node = PostgreSQL::Test::Cluster->new('fifo_drain');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'fifo_drain', qq{
 max_worker_processes = 20
 queue.max_workers = 8
 queue.worker_idle_timeout = '60s'
@@ -86,18 +86,8 @@ track_commit_timestamp = on
 queue.segment_size = '64kB'
 log_line_prefix = '%m [%p] %q%a '
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
-
-# Polls until a query returns 't'; asserts that it did.
-sub wait_until
-{
-	my ($query, $what) = @_;
-	ok($node->poll_query_until('postgres', $query), $what)
-	  or diag("still not true: $query");
-	return;
-}
 
 my $t_start = time;
 
@@ -267,7 +257,7 @@ is(sql(q{SELECT count(*) FROM sent WHERE grp IS NOT NULL}),
 	  . ($nsent - $groups * $per_group) . ' without a group key');
 
 wait_until(
-	q{SELECT (SELECT count(*) FROM ledger) >= (SELECT count(*) FROM sent)
+	$node, q{SELECT (SELECT count(*) FROM ledger) >= (SELECT count(*) FROM sent)
 	     AND (SELECT messages = 0 FROM queue.queues WHERE queue_name = 'fifo')},
 	'the consumer drains the queue');
 note sprintf('drained %.1f s after the producers were done, %.1f s after the start',
@@ -359,7 +349,7 @@ cmp_ok(sql(q{SELECT count(*) FROM queue.workers WHERE consumer_name = 'fifo_c'})
 my $stuck_id = sql(q{
 SELECT queue.send('fifo', '{"grp": 1000, "seq": 1, "phase": "stuck", "gate": true}', group_key => 'g1000')});
 wait_until(
-	q{SELECT count(*) = 1 FROM pg_locks l JOIN queue.workers w USING (pid)
+	$node, q{SELECT count(*) = 1 FROM pg_locks l JOIN queue.workers w USING (pid)
 	  WHERE l.locktype = 'advisory' AND l.objid = 4242 AND l.granted},
 	'stuck: a worker\'s handler is held at the gate with group 1000\'s first message');
 # then, in this order: group 1000's next two, 30 without a key, group 1001
@@ -371,7 +361,7 @@ SELECT queue.send('fifo', '{"grp": null, "phase": "free"}') FROM generate_series
 SELECT queue.send('fifo', jsonb_build_object('grp', 1001, 'seq', s, 'phase', 'free'), group_key => 'g1001')
 FROM generate_series(1, 5) s;
 COMMIT;});
-wait_until(q{SELECT count(*) = 35 FROM ledger WHERE phase = 'free'},
+wait_until($node, q{SELECT count(*) = 35 FROM ledger WHERE phase = 'free'},
 	'stuck: the 30 messages without a key and group 1001, sent after it, are handled');
 is(sql(q{SELECT count(*) FROM gate_open}), '0', 'stuck: ... while the gate is still closed');
 is(sql(q{SELECT count(*) FROM ledger WHERE grp = 1000}),
@@ -379,7 +369,7 @@ is(sql(q{SELECT count(*) FROM ledger WHERE grp = 1000}),
 is( sql(q{SELECT string_agg(seq::text, ',' ORDER BY ord) FROM ledger WHERE grp = 1001}),
 	'1,2,3,4,5', 'stuck: group 1001 is handled in order');
 sql(q{INSERT INTO gate_open VALUES (1)});
-wait_until(q{SELECT count(*) = 3 FROM ledger WHERE grp = 1000},
+wait_until($node, q{SELECT count(*) = 3 FROM ledger WHERE grp = 1000},
 	'stuck: once the gate opens, the stuck group is handled');
 is( sql(q{SELECT string_agg(seq || ':' || pred_seen, ',' ORDER BY ord) FROM ledger WHERE grp = 1000}),
 	'1:true,2:true,3:true', 'stuck: in order, one at a time');
@@ -397,7 +387,7 @@ sub pause_consumer
 {
 	my ($what) = @_;
 	$node->safe_psql('postgres', q{SET ROLE app; SELECT queue.pause('fifo_c')});
-	wait_until(q{SELECT count(*) = 0 FROM queue.workers WHERE consumer_name = 'fifo_c'},
+	wait_until($node, q{SELECT count(*) = 0 FROM queue.workers WHERE consumer_name = 'fifo_c'},
 		"$what: the paused consumer's workers leave");
 	return;
 }
@@ -442,7 +432,7 @@ COMMIT;});
 my ($rid, $receipt, $rgrp) = reader_takes_one();
 is($rgrp, '2000', 'reader: the reader holds group 2000\'s first message, in an open transaction');
 resume_consumer();
-wait_until(q{SELECT count(*) = 20 FROM ledger WHERE grp BETWEEN 2001 AND 2020},
+wait_until($node, q{SELECT count(*) = 20 FROM ledger WHERE grp BETWEEN 2001 AND 2020},
 	'reader: the drain handles the 20 other groups meanwhile');
 is(sql(q{SELECT count(*) FROM ledger WHERE grp = 2000}),
 	'0', 'reader: but not group 2000\'s second message');
@@ -474,13 +464,13 @@ is(sql(q{SELECT count(*) FROM ledger WHERE grp = 3000}),
 	'0', 'reader, priorities: but not group 3000\'s messages');
 # a rollback wakes the workers: the reader's message is theirs again
 $reader->query_safe('ROLLBACK');
-wait_until(q{SELECT count(*) = 22 FROM ledger WHERE grp BETWEEN 3000 AND 3020},
+wait_until($node, q{SELECT count(*) = 22 FROM ledger WHERE grp BETWEEN 3000 AND 3020},
 	'reader, priorities: once the reader rolls back, every message is handled');
 is(sql(q{SELECT string_agg(seq::text, ',' ORDER BY ord) FROM ledger WHERE grp = 3000}),
 	'1,2', 'reader, priorities: group 3000 in order');
 $reader->quit;
 
-wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'fifo'},
+wait_until($node, q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'fifo'},
 	'the queue is empty');
 is(sql(q{SELECT count(*) - count(DISTINCT id) FROM ledger}), '0', 'no message handled twice');
 

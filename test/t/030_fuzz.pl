@@ -44,6 +44,9 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use IPC::Run;
 use Data::Dumper;
@@ -67,11 +70,8 @@ my %allowed = map { $_ => 1 } qw(
   57014 40001 40P01 55P03 25006
 );
 
-my $node = PostgreSQL::Test::Cluster->new('fuzz');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'fuzz', qq{
 max_connections = 40
 max_worker_processes = 16
 queue.max_workers = 3
@@ -84,7 +84,6 @@ queue.segment_age = '300ms'
 log_min_messages = log
 log_statement = none
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 

@@ -57,17 +57,17 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $t_start = time;
 my $faults = 0;
 
-my $node = PostgreSQL::Test::Cluster->new('faults040');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'faults040', qq{
 restart_after_crash = on
 max_worker_processes = 16
 queue.max_workers = 4
@@ -75,20 +75,10 @@ queue.worker_idle_timeout = '2s'
 queue.maintenance_interval = '1s'
 log_line_prefix = '%m [%p] %q%a '
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
 sub as_app { return $node->safe_psql('postgres', "SET ROLE app;\n" . shift); }
-
-# Polls until a query returns 't'; asserts that it did.
-sub wait_until
-{
-	my ($query, $what, $db) = @_;
-	ok($node->poll_query_until($db // 'postgres', $query), $what)
-	  or diag("still not true: $query");
-	return;
-}
 
 # The ledger, the handler and the external consumer's statement.  Payload
 # flags tell the handler what to do: gate (wait at advisory lock (0, 1) for
@@ -206,7 +196,7 @@ sub check_ledger
 	$db //= 'postgres';
 	my $q = sub { return $node->safe_psql($db, shift); };
 	wait_until(
-		q{SELECT NOT EXISTS (SELECT FROM sent s WHERE s.expect = 'once'
+		$node, q{SELECT NOT EXISTS (SELECT FROM sent s WHERE s.expect = 'once'
 		                       AND NOT EXISTS (SELECT FROM processed p WHERE p.id = s.id))},
 		"$what: every message sent to be handled was handled", $db);
 	is( $q->(
@@ -297,7 +287,7 @@ sub wait_crash_restart
 	ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $offset),
 		"$what: the postmaster saw PID $pid die and restarts the server");
 	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
-	wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+	wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 		"$what: the launcher is back");
 	return;
 }
@@ -316,7 +306,7 @@ my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(0, 1)');
 send_n('qa', 30, '{"gate": true, "tag": "gated"}');
 wait_until(
-	q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+	$node, q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'ca' AND w.state = 'handling' AND w.batch_messages = 10
 	    AND a.wait_event = 'advisory'},
 	'A: a worker waits in its handler, in the middle of a batch of 10');
@@ -366,7 +356,7 @@ SELECT id, 'qa', 'once'
                         dedup_keys => ARRAY(SELECT 'kb' || g FROM generate_series(1, 49) g) || 'kgate'::text) id;
 });
 wait_until(
-	qq{SELECT wait_event_type = 'Lock' AND query LIKE '%send_batch%' FROM pg_stat_activity
+	$node, qq{SELECT wait_event_type = 'Lock' AND query LIKE '%send_batch%' FROM pg_stat_activity
 	   WHERE pid = $batcher_pid},
 	'B: the send_batch waits inside the statement, on the uncommitted key');
 # meanwhile committed sends go on
@@ -379,7 +369,7 @@ eval { $open->quit; };
 eval { $holder->quit; };
 eval { $batcher->quit; };
 after_fault('B');
-wait_until(q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qa'}, 'B: the queue is empty');
+wait_until($node, q{SELECT messages = 0 FROM queue.queues WHERE queue_name = 'qa'}, 'B: the queue is empty');
 is(sql(q{SELECT count(*) FROM processed WHERE tag IN ('open', 'holder', 'batch')}),
 	'0', 'B: no message of the uncommitted sends exists or took effect');
 is(sql(qq{SELECT count(*) FROM processed WHERE tag = 'committed' AND id > $max_before}),
@@ -397,7 +387,7 @@ check_ledger('B: after the keys');
 
 note 'C. kill -9 of the launcher while a backlog drains';
 my @c_ids = send_n('qa', 300, '{"sleep": 0.01, "tag": "c"}');
-wait_until(q{SELECT count(*) >= 50 FROM processed WHERE tag = 'c'}, 'C: draining');
+wait_until($node, q{SELECT count(*) >= 50 FROM processed WHERE tag = 'c'}, 'C: draining');
 my $launcher = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'queue launcher'});
 like($launcher, qr/^\d+$/, 'C: one launcher');
 my $c_done = sql(q{SELECT count(*) FROM processed WHERE tag = 'c'});
@@ -488,11 +478,11 @@ for my $sql (producer_sql('qa', 'qext', 0.002, 'qfifo', 'p1-'), producer_sql('qa
 	push @load, $s;
 }
 wait_until(
-	q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
+	$node, q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
 	'D: producers and the drain are running');
-wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
+wait_until($node, q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
 	'D: the external consumers are running');
-wait_until(q{SELECT count(*) >= 200 FROM processed WHERE q = 'cfifo'},
+wait_until($node, q{SELECT count(*) >= 200 FROM processed WHERE q = 'cfifo'},
 	'D: the FIFO queue\'s consumer is running');
 # leases abandoned for sure (the consumers' own abandoned reads may find the
 # queue empty): messages sent and leased in one committed transaction
@@ -509,7 +499,7 @@ $faults++;
 pass("D: immediate shutdown with the load running ($d_sent sent so far)");
 $node->start;
 eval { $_->quit; } for @load;
-wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'D: the launcher is back');
 # the external consumers are gone: the test drains what they left
 for (1 .. 50)
@@ -604,9 +594,9 @@ send_n('qh', 5, '{"strangers": true, "tag": "strangers"}');
 ($bad{forever}) = send_n('qf', 1, '{"forever": true, "tag": "forever"}', 'dead');
 send_n('qf', 3, '{"tag": "after forever"}');
 as_app(q{SELECT queue.resume('ch')});
-wait_until(q{SELECT messages = 4 FROM queue.queues WHERE queue_name = 'qh_dlq'},
+wait_until($node, q{SELECT messages = 4 FROM queue.queues WHERE queue_name = 'qh_dlq'},
 	'F: four poison messages reach the dead-letter queue');
-wait_until(q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qf_dlq'},
+wait_until($node, q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qf_dlq'},
 	'F: the handler that sleeps forever is cancelled, its message dead-lettered');
 after_fault('F');
 my %dead = map { my ($id, $a, $e) = split /\|/; ($id => [ $a, $e ]) } split /\n/,
@@ -648,7 +638,7 @@ for my $db (qw(gdb gext))
 		  SET ROLE app; SELECT queue.subscribe('cg', 'qg', 'handler(queue.message[])', batch_size => 1)});
 	send_n('qg', 200, '{"sleep": 0.2}', 'once', $db);
 	wait_until(
-		q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'cg' AND state = 'handling'},
+		$node, q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'cg' AND state = 'handling'},
 		"G: $db: a worker is busy in its handler", $db);
 }
 my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE gdb', timeout => 60);
@@ -658,7 +648,7 @@ is($ret, 0, 'G: DROP DATABASE with a busy worker succeeds') or diag($err);
 $faults++;
 is($ret, 0, 'G: DROP EXTENSION with a busy worker succeeds') or diag($err);
 wait_until(
-	q{SELECT count(*) = 0 FROM pg_stat_activity
+	$node, q{SELECT count(*) = 0 FROM pg_stat_activity
 	  WHERE backend_type = 'queue drain worker' AND datname IN ('gdb', 'gext')},
 	'G: their workers are gone');
 # (the schema queue itself stays, empty: CREATE EXTENSION made it for the
@@ -681,7 +671,7 @@ note 'H. max_worker_processes exhausted';
 $node->stop;
 $node->append_conf('postgresql.conf', 'max_worker_processes = 4');
 $node->start;
-wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'H: the launcher runs with max_worker_processes = 4');
 for my $c (qw(h1 h2 h3))
 {
@@ -729,7 +719,7 @@ $standby->init_from_backup($primary, 'backup', has_streaming => 1);
 $standby->start;
 $primary->append_conf('postgresql.conf', qq{synchronous_standby_names = '*'});
 $primary->reload;
-wait_until(q{SELECT sync_state = 'sync' FROM pg_stat_replication},
+wait_until($node, q{SELECT sync_state = 'sync' FROM pg_stat_replication},
 	'I: the standby replicates synchronously');
 @load = ();
 for (1 .. 2)
@@ -738,7 +728,7 @@ for (1 .. 2)
 	$s->query_until(qr/start/, "\\echo start\n" . producer_sql('qp', undef, 0.01));
 	push @load, $s;
 }
-wait_until(q{SELECT count(*) >= 500 FROM processed}, 'I: the primary sends and drains');
+wait_until($node, q{SELECT count(*) >= 500 FROM processed}, 'I: the primary sends and drains');
 # the standby runs no launcher and no worker, although messages replicate
 my $busy = 0;
 for (1 .. 10)
@@ -757,7 +747,7 @@ $faults++;
 eval { $_->quit; } for @load;
 $standby->promote;
 $node = $standby;
-wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
+wait_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'queue launcher'},
 	'I: once promoted, the launcher starts');
 cmp_ok(sql('SELECT count(*) FROM sent'), '>=', $acked,
 	"I: every send the primary had committed before it went down is there ($acked)");

@@ -44,33 +44,24 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
+use lib $FindBin::RealBin;
+use QueueTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $t_start = time;
 
-my $node = PostgreSQL::Test::Cluster->new('hostile');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'queue'
+my $node = queue_node(
+	'hostile', qq{
 queue.max_workers = 4
 queue.worker_idle_timeout = '2s'
 queue.maintenance_interval = '200ms'
 queue.segment_age = '200ms'
 log_line_prefix = '%m [%p] %q%a '
 });
-$node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
-
-sub wait_until
-{
-	my ($query, $what, $db) = @_;
-	ok($node->poll_query_until($db // 'postgres', $query), $what)
-	  or diag("still not true: $query");
-	return;
-}
 
 sql('CREATE EXTENSION queue');
 sql('CREATE ROLE app LOGIN');
@@ -196,9 +187,9 @@ for my $what ('set role', 'session authorization', 'probe')
 {
 	$id{$what} = sql(qq{SELECT queue.send('qr', '{"$what": true}')});
 }
-wait_until(q{SELECT messages = 2 FROM queue.queues WHERE queue_name = 'qr_dlq'},
+wait_until($node, q{SELECT messages = 2 FROM queue.queues WHERE queue_name = 'qr_dlq'},
 	'the two messages whose handler tried to become boss are dead-lettered');
-wait_until(q{SELECT count(*) = 3 FROM outcome}, 'the probing handler committed');
+wait_until($node, q{SELECT count(*) = 3 FROM outcome}, 'the probing handler committed');
 my %dead = map { my ($i, $e) = split /\|/; ($i => $e) } split /\n/,
   sql(q{SELECT id, last_error FROM queue.read('qr_dlq', 10)});
 like($dead{ $id{'set role'} }, qr/^42501: permission denied to set role "boss"/,
@@ -551,14 +542,14 @@ hostile(
 	  SELECT queue.send_batch('hfq', ARRAY['{"tag": "f4"}', '{"tag": "f5"}']::jsonb[],
 	                         group_key => 'g2', priority => 2);
 	  SELECT queue.send('hfq', '{"tag": "f6"}')});
-wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 15 FROM public.handled},
+wait_until($node, q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 15 FROM public.handled},
 	'the drain workers handle the messages of both queues', 'hostile');
 is(hcheck(q{SELECT string_agg(DISTINCT path || ' as ' || usr, ',') FROM public.handled}),
 	'public, pg_catalog as app',
 	'the worker ran with the database\'s search_path, public first, as app');
 # the control inside a worker: an unqualified now() in the handler is caught
 hostile(q{SELECT queue.send('hq', '{"tag": "control", "control": true}')});
-wait_until(q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 16 FROM public.handled},
+wait_until($node, q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 16 FROM public.handled},
 	'the control message is handled', 'hostile');
 is(hcheck(q{SELECT string_agg(what || ' by ' || usr || ' in ' || app, ',') FROM public.trap_log}),
 	'now() by app in queue consumer hc',
@@ -574,14 +565,14 @@ is(hcheck(qq{SELECT (SELECT count(*) FROM queue_internal.a$su2) >= 1
                 AND (SELECT count(*) FROM queue_internal.a$att2) >= 1}),
 	't', 'each tour left messages in its archive');
 wait_until(
-	qq{SELECT (SELECT pg_catalog.count(*) FROM queue_internal.dedup) OPERATOR(pg_catalog.=) 0
+	$node, qq{SELECT (SELECT pg_catalog.count(*) FROM queue_internal.dedup) OPERATOR(pg_catalog.=) 0
 	     AND NOT EXISTS (SELECT FROM queue_internal.a$su2)
 	     AND NOT EXISTS (SELECT FROM queue_internal.a$att2)},
 	'maintenance pruned the archives and expired the deduplication keys', 'hostile');
 my $tail = hcheck(qq{SELECT tail FROM queue_internal.segment_ring WHERE queue_id = $hq_id});
 hostile(q{SELECT queue.send('hq', '{"tag": "late"}')});
 wait_until(
-	qq{SELECT tail OPERATOR(pg_catalog.>) $tail FROM queue_internal.segment_ring
+	$node, qq{SELECT tail OPERATOR(pg_catalog.>) $tail FROM queue_internal.segment_ring
 	   WHERE queue_id OPERATOR(pg_catalog.=) $hq_id},
 	'the drained queue\'s segments are recycled', 'hostile');
 $att->query_safe(q{SELECT queue.drop('att2')});
