@@ -430,7 +430,8 @@ typedef enum ClaimMode
 } ClaimMode;
 
 /*
- * Claims up to max_messages visible messages: locks them, puts the
+ * Claims up to max_messages visible messages (in a FIFO queue, up to
+ * per_group of one group: storage_claim): locks them, puts the
  * deliverable ones into store (attempts counting this delivery) and moves
  * those past max_attempts to the dead-letter queue, claiming again to fill
  * the batch.  A lease gets a new receipt, recorded to be written at commit;
@@ -439,8 +440,8 @@ typedef enum ClaimMode
  * many it delivered.
  */
 static int
-claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, ClaimMode mode,
-		   const int64 *held, int nheld, Tuplestorestate *store, TupleDesc desc)
+claim_into(const QueueMeta *meta, int max_messages, int per_group, int64 visibility_usecs,
+		   ClaimMode mode, const int64 *held, int nheld, Tuplestorestate *store, TupleDesc desc)
 {
 	int			delivered = 0;
 	/* the rows this transaction holds already, then the ones claimed here */
@@ -475,7 +476,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
 
 		/* rows this transaction locked already: SKIP LOCKED does not skip them */
 		exclude = lease_ids(meta->id, locked_ids, nheld + delivered, &nexclude);
-		claimed = storage_claim(meta, now, exclude, nexclude, max_messages - delivered);
+		claimed = storage_claim(meta, now, exclude, nexclude, max_messages - delivered, per_group);
 		if (claimed.ntuples == 0)
 			break;
 
@@ -531,7 +532,7 @@ claim_into(const QueueMeta *meta, int max_messages, int64 visibility_usecs, Clai
  * again (wakeup_wait), so those are found without polling.
  */
 static void
-deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
+deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages, int per_group,
 		int64 visibility_usecs, int64 wait_usecs, bool pop)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -555,8 +556,9 @@ deliver(FunctionCallInfo fcinfo, const QueueMeta *meta, int max_messages,
 	{
 		uint64		seen = wait_usecs > 0 ? wakeup_sequence(meta->id) : 0;
 
-		if (claim_into(meta, max_messages, visibility_usecs, pop ? CLAIM_POP : CLAIM_LEASE,
-					   NULL, 0, rsinfo->setResult, rsinfo->setDesc) > 0)
+		if (claim_into(meta, max_messages, per_group, visibility_usecs,
+					   pop ? CLAIM_POP : CLAIM_LEASE, NULL, 0, rsinfo->setResult,
+					   rsinfo->setDesc) > 0)
 			break;
 		if (GetCurrentTimestamp() >= deadline)
 			break;
@@ -575,7 +577,7 @@ int
 claim_messages(const QueueMeta *meta, int max_messages, const int64 *held, int nheld,
 			   Tuplestorestate *store, TupleDesc desc)
 {
-	return claim_into(meta, max_messages, 0, CLAIM_LOCK, held, nheld, store, desc);
+	return claim_into(meta, max_messages, 1, 0, CLAIM_LOCK, held, nheld, store, desc);
 }
 
 /*
@@ -632,7 +634,10 @@ settle_messages(const QueueMeta *meta, const int64 *done, int ndone,
 	}
 }
 
-/* queue.read(queue_name, max_messages, visibility_timeout, wait) returns setof queue.message */
+/*
+ * queue.read(queue_name, max_messages, visibility_timeout, wait, per_group)
+ * returns setof queue.message
+ */
 Datum
 queue_read(PG_FUNCTION_ARGS)
 {
@@ -642,21 +647,23 @@ queue_read(PG_FUNCTION_ARGS)
 												QUEUE_MAX_VISIBILITY_USECS,
 												meta->visibility_usecs);
 	int64		wait = interval_arg_usecs(fcinfo, 3, "wait", 0, QUEUE_MAX_WAIT_USECS, 0);
+	int			per_group = batch_size_arg(fcinfo, 4, "per_group");
 
 	require_writable(fcinfo);
-	deliver(fcinfo, meta, max_messages, visibility, wait, false);
+	deliver(fcinfo, meta, max_messages, per_group, visibility, wait, false);
 	PG_RETURN_NULL();
 }
 
-/* queue.pop(queue_name, max_messages) returns setof queue.message */
+/* queue.pop(queue_name, max_messages, per_group) returns setof queue.message */
 Datum
 queue_pop(PG_FUNCTION_ARGS)
 {
 	const QueueMeta *meta = queue_open(fcinfo, 0, "queue_name", QUEUE_PRIV_READ);
 	int			max_messages = batch_size_arg(fcinfo, 1, "max_messages");
+	int			per_group = batch_size_arg(fcinfo, 2, "per_group");
 
 	require_writable(fcinfo);
-	deliver(fcinfo, meta, max_messages, meta->visibility_usecs, 0, true);
+	deliver(fcinfo, meta, max_messages, per_group, meta->visibility_usecs, 0, true);
 	PG_RETURN_NULL();
 }
 
@@ -721,7 +728,7 @@ int
 claim_leased(const QueueMeta *meta, int max_messages, int64 visibility_usecs,
 			 Tuplestorestate *store, TupleDesc desc)
 {
-	return claim_into(meta, max_messages, visibility_usecs, CLAIM_LEASE, NULL, 0, store, desc);
+	return claim_into(meta, max_messages, 1, visibility_usecs, CLAIM_LEASE, NULL, 0, store, desc);
 }
 
 /*
@@ -898,6 +905,33 @@ queue_ack_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/*
+ * After a nack in a FIFO queue: gives back the messages of the nacked one's
+ * group that the same read (receipt) took after it, read with per_group,
+ * so that they are not handled before it (STMT_GIVE_BACK_RUN).  Their own
+ * ack or nack then finds the lease lost.
+ */
+static void
+give_back_run(const QueueMeta *meta, Datum id, Datum receipt)
+{
+	OwnerContext ctx;
+	Datum		args[3];
+
+	args[0] = id;
+	args[1] = receipt;
+	args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+	owner_context_enter(&ctx);
+	run_plan(storage_plan(STMT_GIVE_BACK_RUN, meta->id, 0), args, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		old = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		pending_hidden(meta->id, DatumGetTimestampTz(old), -1, 0);
+	}
+	owner_context_exit(&ctx);
+}
+
 /* queue.nack(queue_name, id, receipt, delay, error) returns boolean */
 Datum
 queue_nack(PG_FUNCTION_ARGS)
@@ -919,6 +953,8 @@ queue_nack(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	pending_hidden(meta->id, old_visible_at, -1, 0);
 	pending_hidden(meta->id, visible_at, 0, 1);
+	if (meta->fifo)
+		give_back_run(meta, args[0], args[1]);
 	pending_wake(meta->id);
 	PG_RETURN_BOOL(true);
 }

@@ -190,17 +190,21 @@ CREATE FUNCTION queue.read(
     queue_name          pg_catalog.text,
     max_messages        pg_catalog.int4 DEFAULT 1,
     visibility_timeout  pg_catalog.interval DEFAULT NULL,
-    wait                pg_catalog.interval DEFAULT '0')
+    wait                pg_catalog.interval DEFAULT '0',
+    per_group           pg_catalog.int4 DEFAULT 1)
 RETURNS SETOF queue.message
 LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'queue_read';
-COMMENT ON FUNCTION queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval) IS
-  'Leases up to max_messages visible messages, oldest first, hiding them for the visibility timeout; with wait, blocks until a send commits or the wait ends.';
+COMMENT ON FUNCTION queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.int4) IS
+  'Leases up to max_messages visible messages, oldest first, hiding them for the visibility timeout; with wait, blocks until a send commits or the wait ends; in a FIFO queue, up to per_group consecutive messages of a group.';
 
-CREATE FUNCTION queue.pop(queue_name pg_catalog.text, max_messages pg_catalog.int4 DEFAULT 1)
+CREATE FUNCTION queue.pop(
+    queue_name      pg_catalog.text,
+    max_messages    pg_catalog.int4 DEFAULT 1,
+    per_group       pg_catalog.int4 DEFAULT 1)
 RETURNS SETOF queue.message
 LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'queue_pop';
-COMMENT ON FUNCTION queue.pop(pg_catalog.text, pg_catalog.int4) IS
-  'Reads and deletes up to max_messages visible messages in one step (at-most-once: a failure after the commit loses them).';
+COMMENT ON FUNCTION queue.pop(pg_catalog.text, pg_catalog.int4, pg_catalog.int4) IS
+  'Reads and deletes up to max_messages visible messages in one step (at-most-once: a failure after the commit loses them); in a FIFO queue, up to per_group consecutive messages of a group.';
 
 CREATE FUNCTION queue.ack(queue_name pg_catalog.text, id pg_catalog.int8, receipt pg_catalog.int8)
 RETURNS pg_catalog.bool
@@ -479,8 +483,8 @@ GRANT EXECUTE ON FUNCTION
     queue.revoke(pg_catalog.text, pg_catalog.text, pg_catalog.regrole),
     queue.send(pg_catalog.text, pg_catalog.jsonb, pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text, pg_catalog.int4),
     queue.send_batch(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.interval, pg_catalog.jsonb, pg_catalog.text, pg_catalog.text[], pg_catalog.int4),
-    queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval),
-    queue.pop(pg_catalog.text, pg_catalog.int4),
+    queue.read(pg_catalog.text, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval, pg_catalog.int4),
+    queue.pop(pg_catalog.text, pg_catalog.int4, pg_catalog.int4),
     queue.ack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8),
     queue.ack(pg_catalog.text, pg_catalog.int8[], pg_catalog.int8[]),
     queue.nack(pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.interval, pg_catalog.text),

@@ -193,6 +193,8 @@ typedef enum StorageStatement
 	STMT_CLAIM_FAIR_FIFO,
 	STMT_CLAIM_UNGROUPED,
 	STMT_ANY_PRIORITIZED,
+	STMT_CLAIM_RUN,
+	STMT_GIVE_BACK_RUN,
 	STMT__COUNT
 } StorageStatement;
 
@@ -212,6 +214,7 @@ typedef enum StorageStatement
 
 /* Column positions of the rows STMT_CLAIM returns (queue.message's order). */
 #define MSG_COL_ID			1
+#define MSG_COL_GROUP_KEY	4
 #define MSG_COL_VISIBLE_AT	6
 #define MSG_COL_ATTEMPTS	7
 #define MSG_COL_RECEIPT		9
@@ -239,7 +242,7 @@ extern Oid	storage_relid(int64 queue_id);
 extern void storage_send(int64 queue_id, const Datum *values, const char *nulls,
 						 const Datum *payloads, int npayloads, int64 *ids);
 extern StorageRows storage_claim(const QueueMeta *meta, TimestampTz now,
-								 const int64 *exclude, int nexclude, int limit);
+								 const int64 *exclude, int nexclude, int limit, int per_group);
 extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 probe_id,
 								 Datum *values, const char *nulls, uint64 expect);
 extern uint64 storage_move(StorageStatement stmt, int64 queue_id, int64 target_id,

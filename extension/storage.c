@@ -208,6 +208,39 @@ static const StatementDef statements[STMT__COUNT] = {
 		"SELECT 1 FROM {P} WHERE priority > 0 LIMIT 1",
 		0, {0}
 	},
+	/*
+	 * The runs that follow a FIFO claim's heads ($3 the groups, $4 their
+	 * heads): each group's next $5 messages, locked where no other
+	 * transaction holds them, next to the same messages as the statement's
+	 * snapshot lists them; a run is cut at the first that is missing from
+	 * the locked ones, not visible in its latest version, or held here ($2).
+	 */
+	[STMT_CLAIM_RUN] = {
+		"WITH locked AS (SELECT m.* FROM unnest($3::text[], $4::bigint[]) AS g(k, head)"
+		"  CROSS JOIN LATERAL (SELECT " MESSAGE_COLUMNS " FROM {P}"
+		"   WHERE group_key = g.k COLLATE \"C\" AND id > g.head ORDER BY id LIMIT $5"
+		"   FOR UPDATE SKIP LOCKED) m),"
+		" next AS (SELECT s.id, s.group_key FROM unnest($3::text[], $4::bigint[]) AS g(k, head)"
+		"  CROSS JOIN LATERAL (SELECT id, group_key FROM {P}"
+		"   WHERE group_key = g.k COLLATE \"C\" AND id > g.head ORDER BY id LIMIT $5) s)"
+		" SELECT id, payload, headers, group_key, enqueued_at, visible_at, attempts, last_error,"
+		" receipt, priority FROM (SELECT l.*, bool_and(l.id IS NOT NULL AND l.visible_at <= $1"
+		"  AND l.id <> ALL ($2)) OVER (PARTITION BY n.group_key ORDER BY n.id) AS ok"
+		"  FROM next n LEFT JOIN locked l ON l.id = n.id) x WHERE ok ORDER BY id",
+		5, {TIMESTAMPTZOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT4OID}
+	},
+	/*
+	 * A nack of message $1 (receipt $2) gives back the messages of its group
+	 * that the same read took after it: visible again at $3 (behind it), the
+	 * attempt their read counted taken back.
+	 */
+	[STMT_GIVE_BACK_RUN] = {
+		"UPDATE {P} m SET visible_at = $3, receipt = NULL, attempts = greatest(m.attempts - 1, 0)"
+		" FROM (SELECT id, visible_at FROM {P} WHERE receipt = $2 AND id > $1"
+		"  AND group_key = (SELECT group_key FROM {P} WHERE id = $1) FOR UPDATE) AS old"
+		" WHERE m.id = old.id RETURNING old.visible_at",
+		3, {INT8OID, INT8OID, TIMESTAMPTZOID}
+	},
 	[STMT_CLAIM_UNGROUPED] = {
 		CLAIM_SQL("{P}", "group_key IS NULL") CLAIM_TAIL("m.priority DESC, m.id"),
 		CLAIM_ARGS
@@ -978,50 +1011,41 @@ claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int6
 }
 
 /*
- * Locks up to limit visible messages, highest priority first and oldest
- * first within a priority, skipping those locked by others and the exclude
- * ids (rows this transaction holds already: SKIP LOCKED does not skip
- * them); in a FIFO queue, only the heads of groups (FIFO_HEAD).  Messages
- * with a priority come first, from all segments at once (only when some
- * segment may hold one).  Then segments are read from the oldest; in each,
- * the stragglers whose time has come first, then from where its live
- * messages start.  A segment being recycled is skipped, not waited for
- * (the priority claim and FIFO_HEAD, which read every segment, wait for
- * a recycle's TRUNCATE instead: fifo_probe_begin locks them all).
+ * Locks visible messages until r holds limit, highest priority first and
+ * oldest first within a priority, skipping those locked by others and the
+ * ids (rows this transaction holds: SKIP LOCKED does not skip them); in a
+ * FIFO queue, only the heads of groups (FIFO_HEAD).  Messages with a
+ * priority come first, from all segments at once (only when some segment
+ * may hold one).  Then segments are read from the oldest; in each, the
+ * stragglers whose time has come first, then from where its live messages
+ * start.  A segment being recycled is skipped, not waited for (the
+ * priority claim and FIFO_HEAD, which read every segment, wait for a
+ * recycle's TRUNCATE instead: fifo_probe_begin locks them all).  The ids
+ * of what it locks are added to ids.
  */
-StorageRows
-storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int nexclude,
-			  int limit)
+static void
+claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, StorageRows *r,
+			int limit)
 {
-	StorageRows r = {0};
 	int64		queue_id = meta->id;
 	bool		fifo = meta->fifo;
 	SegmentRing ring = segment_ring(queue_id);
-	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
-	int			nids = nexclude;
 	bool		unknown;
 	bool		searched = true;	/* every visible message was looked at */
 	bool		taken = false;		/* some were left to other readers */
+	int			before = r->ntuples;
 
-	r.tuples = palloc(sizeof(HeapTuple) * limit);
-	memcpy(ids, exclude, sizeof(int64) * nexclude);
-	segment_touch(queue_id);
-	if (meta->fair)
-	{
-		claim_fair(queue_id, fifo, now, ids, &nids, &r, limit);
-		return r;
-	}
 	if (segment_prioritized(queue_id, &unknown))
 	{
 		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
-					  ids, &nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_ROWS * limit), &r,
+					  ids, nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_ROWS * limit), r,
 					  limit, NULL);
 		/* after a start: one look tells whether the queue holds any at all */
-		if (unknown && r.ntuples == 0 && !any_prioritized(queue_id))
+		if (unknown && r->ntuples == before && !any_prioritized(queue_id))
 			segment_priority_none(queue_id);
 		searched = false;
 	}
-	for (int64 g = ring.tail; g <= ring.head && r.ntuples < limit; g++)
+	for (int64 g = ring.tail; g <= ring.head && r->ntuples < limit; g++)
 	{
 		int			seg = (int) (g % QUEUE_SEGMENTS);
 		int64		due[64];
@@ -1038,27 +1062,27 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 		}
 		if (ndue > 0)
 		{
-			int			before = nids;
+			int			first = *nids;
 			int64		missed[64];
 			int			nmissed;
 
-			claim_segment(fifo ? STMT_CLAIM_IDS_FIFO : STMT_CLAIM_IDS, queue_id, seg, now, ids, &nids,
-						  storage_id_array(due, ndue), 0, &r, limit, NULL);
-			nmissed = missed_ids(due, ndue, ids + before, nids - before, missed);
+			claim_segment(fifo ? STMT_CLAIM_IDS_FIFO : STMT_CLAIM_IDS, queue_id, seg, now, ids, nids,
+						  storage_id_array(due, ndue), 0, r, limit, NULL);
+			nmissed = missed_ids(due, ndue, ids + first, *nids - first, missed);
 			segment_recheck(queue_id, seg, missed, nmissed);
 		}
-		if (scan && r.ntuples < limit)
+		if (scan && r->ntuples < limit)
 		{
 			if (fifo)
 			{
-				FifoScanEnd end = claim_fifo(queue_id, seg, now, ids, &nids, from, &r, limit);
+				FifoScanEnd end = claim_fifo(queue_id, seg, now, ids, nids, from, r, limit);
 
 				searched &= end != FIFO_SCAN_IN_FLIGHT;
 				taken |= end == FIFO_SCAN_TAKEN;
 			}
 			else
-				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, &nids, Int64GetDatum(from), 0,
-							  &r, limit, NULL);
+				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, nids, Int64GetDatum(from), 0,
+							  r, limit, NULL);
 			segment_after_read(queue_id, seg);
 		}
 	}
@@ -1075,8 +1099,102 @@ storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int 
 	 * flight, or when other readers were taking what they held and the
 	 * claim got nothing (a short read is fine, an empty one would wait).
 	 */
-	if (fifo && r.ntuples < limit && (!searched || (taken && r.ntuples == 0)))
-		claim_fair(queue_id, true, now, ids, &nids, &r, limit);
+	if (fifo && r->ntuples < limit && (!searched || (taken && r->ntuples == before)))
+		claim_fair(queue_id, true, now, ids, nids, r, limit);
+}
+
+/*
+ * Adds to r the messages that follow, in their groups, the heads r holds
+ * from first on: up to per_group - 1 a group, in id order, each only if
+ * every message of the group between it and the head is taken too.  A run
+ * ends at a message that is not visible (delayed, or given back with a
+ * delay), that this transaction holds, or that another transaction has
+ * locked; what follows such a message may be locked here, but is not
+ * returned (the group's lock keeps other readers off it anyway).  The
+ * groups' locks, taken with their heads, cover the runs.
+ */
+static void
+claim_runs(int64 queue_id, TimestampTz now, int64 *ids, int *nids, StorageRows *r, int first,
+		   int per_group, int limit)
+{
+	int			n = r->ntuples - first;
+	Datum	   *keys = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *heads = palloc(sizeof(Datum) * Max(n, 1));
+	int			ngroups = 0;
+	Datum		args[5];
+	int			before = r->ntuples;
+
+	for (int i = first; i < r->ntuples; i++)
+	{
+		bool		isnull;
+		Datum		key = heap_getattr(r->tuples[i], MSG_COL_GROUP_KEY, r->tupdesc, &isnull);
+
+		if (isnull)
+			continue;
+		keys[ngroups] = key;
+		heads[ngroups++] = heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull);
+	}
+	if (ngroups == 0)
+		return;
+	args[0] = TimestampTzGetDatum(now);
+	args[1] = storage_id_array(ids, *nids);
+	args[2] = PointerGetDatum(construct_array(keys, ngroups, TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(heads, ngroups, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[4] = Int32GetDatum(per_group - 1);
+	run_plan(storage_plan(STMT_CLAIM_RUN, queue_id, 0), args, NULL);
+	rows_append(r, limit);
+	for (int i = before; i < r->ntuples; i++)
+	{
+		bool		isnull;
+
+		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
+	}
+}
+
+/*
+ * Locks up to limit visible messages (claim_heads), skipping the exclude
+ * ids.  With per_group above 1, a claim of a FIFO queue that is not fair
+ * takes up to per_group consecutive messages of a group: the heads of
+ * enough groups to fill the batch that way, then their runs (claim_runs);
+ * when runs came up short, the heads of as many more groups as there is
+ * room for, and their runs.  Fewer groups then hold the batch, which
+ * leaves the others to other readers.
+ */
+StorageRows
+storage_claim(const QueueMeta *meta, TimestampTz now, const int64 *exclude, int nexclude,
+			  int limit, int per_group)
+{
+	StorageRows r = {0};
+	int64	   *ids = palloc(sizeof(int64) * (nexclude + limit + 1));
+	int			nids = nexclude;
+
+	r.tuples = palloc(sizeof(HeapTuple) * limit);
+	memcpy(ids, exclude, sizeof(int64) * nexclude);
+	segment_touch(meta->id);
+	if (meta->fair)
+		claim_fair(meta->id, meta->fifo, now, ids, &nids, &r, limit);
+	else if (!meta->fifo || per_group == 1)
+		claim_heads(meta, now, ids, &nids, &r, limit);
+	else
+	{
+		int			groups = (limit + per_group - 1) / per_group;
+		int			heads;
+
+		claim_heads(meta, now, ids, &nids, &r, groups);
+		heads = r.ntuples;
+		if (heads > 0)
+			claim_runs(meta->id, now, ids, &nids, &r, 0, per_group, limit);
+		/* groups shorter than per_group left room: the heads of more, and their runs */
+		if (heads == groups && r.ntuples < limit)
+		{
+			int			first = r.ntuples;
+
+			claim_heads(meta, now, ids, &nids, &r, limit);
+			if (r.ntuples > first)
+				claim_runs(meta->id, now, ids, &nids, &r, first, per_group, limit);
+		}
+	}
 	return r;
 }
 

@@ -422,6 +422,14 @@ SELECT queue.read('ok', wait => '-1 second');
 \echo :SQLSTATE
 SELECT queue.read('ok', wait => '1 hour 1 second');
 \echo :SQLSTATE
+SELECT queue.read('ok', per_group => 0);
+\echo :SQLSTATE
+SELECT queue.read('ok', per_group => 10001);
+\echo :SQLSTATE
+SELECT queue.read('ok', per_group => NULL);
+\echo :SQLSTATE
+SELECT queue.pop('ok', 1, per_group => 0);
+\echo :SQLSTATE
 SELECT count(*) AS largest_batch_ok FROM queue.read('ok', max_messages => 10000);
 SELECT queue.pop('ok', 0);
 \echo :SQLSTATE

@@ -124,6 +124,50 @@ SELECT pg_sleep(0.02), payload FROM queue.read('ffs', 1);
 SELECT pg_sleep(0.02), payload FROM queue.read('ffs', 10);
 SELECT payload FROM queue.read('ffs', 10);
 
+-- per_group: a read of a FIFO queue takes up to per_group consecutive
+-- messages of a group, in order: the heads of max_messages / per_group
+-- groups (rounded up), then each one's next messages, then, when groups
+-- ran short, the heads of more.  A group's run stops at a message that is
+-- not visible.  A nack gives back, with the nacked message, the later
+-- messages of its group that the same read took; their lease is lost, and
+-- the attempt their read counted is taken back.
+SELECT queue.create('ffr', fifo => true) IS NOT NULL AS created;
+SELECT count(*) AS sent FROM (
+  SELECT queue.send('ffr', '"r1"', group_key => 'r')
+  UNION ALL SELECT queue.send('ffr', '"t1"', group_key => 't')
+  UNION ALL SELECT queue.send('ffr', '"r2"', group_key => 'r')
+  UNION ALL SELECT queue.send('ffr', '"u1"', group_key => 'u')
+  UNION ALL SELECT queue.send('ffr', '"t2"', group_key => 't')
+  UNION ALL SELECT queue.send('ffr', '"r3"', group_key => 'r')
+  UNION ALL SELECT queue.send('ffr', '"t3 delayed"', group_key => 't', delay => '1 hour')
+  UNION ALL SELECT queue.send('ffr', '"r4"', group_key => 'r')
+  UNION ALL SELECT queue.send('ffr', '"t4"', group_key => 't')
+  UNION ALL SELECT queue.send('ffr', '"r5"', group_key => 'r')) s;
+CREATE TABLE ffr_held AS SELECT * FROM queue.read('ffr', 6, per_group => 3);
+SELECT payload, attempts FROM ffr_held;
+SELECT count(DISTINCT receipt) AS receipts FROM ffr_held;
+-- every group is in flight, or waits behind t3
+SELECT payload FROM queue.read('ffr', 10, per_group => 10);
+-- r2 fails: r3 comes back with it, unhandled; r1 is done
+SELECT in_flight, delayed FROM queue.queues WHERE queue_name = 'ffr';
+SELECT queue.nack('ffr', id, receipt) AS nacked FROM ffr_held WHERE payload = '"r2"';
+SELECT in_flight, delayed FROM queue.queues WHERE queue_name = 'ffr';
+SELECT queue.ack('ffr', id, receipt) AS r3_acked FROM ffr_held WHERE payload = '"r3"';
+SELECT queue.ack('ffr', id, receipt) AS r1_acked FROM ffr_held WHERE payload = '"r1"';
+SELECT payload, attempts FROM queue.read('ffr', 10, per_group => 10);
+-- pop takes runs too; per_group has no effect on a plain queue
+SELECT queue.send('ffr', '"u2"', group_key => 'u') IS NOT NULL AS sent;
+SELECT queue.ack('ffr', id, receipt) AS u1_acked FROM ffr_held WHERE payload = '"u1"';
+SELECT queue.send('ffr', '"u3"', group_key => 'u') IS NOT NULL AS sent;
+SELECT payload FROM queue.pop('ffr', 5, per_group => 5);
+SELECT queue.create('plain_runs') IS NOT NULL AS created;
+SELECT count(*) AS sent FROM queue.send_batch('plain_runs', ARRAY['1', '2', '3']::jsonb[],
+                                              group_key => 'k');
+SELECT payload FROM queue.read('plain_runs', 3, per_group => 1);
+SELECT queue.drop('plain_runs') AS dropped;
+DROP TABLE ffr_held;
+SELECT queue.drop('ffr') AS dropped;
+
 -- Fair queues: turns go round-robin across group keys, one message a key a
 -- turn, from where the last read stopped; messages without a key have one
 -- turn a round.  A key with many messages waiting does not hold back another
