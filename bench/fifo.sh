@@ -21,7 +21,10 @@
 # stays held while one of its messages is leased: with 1,000 groups, 16
 # clients reading 100 at a time ask for more heads than there are groups,
 # so their reads come back short.  The table shows the messages a FIFO
-# transaction got on average, next to the batch size.
+# transaction got on average, next to the batch size.  A third side, runs,
+# reads the FIFO queue with per_group (BENCH_FIFO_PER_GROUP, default 10:
+# up to that many consecutive messages of a group a read), through
+# bench/pgbench/queue_read_ack_groups_<batch>.sql; its table follows.
 #
 # The sides of a cell alternate (which goes first rotates), the repetitions
 # are spread over the run, the table shows medians, and the ratio's range
@@ -33,6 +36,7 @@
 #   BENCH_FIFO_GROUPS   group keys (default 1000)
 #   BENCH_FIFO_BATCHES  batch sizes, each with a bench/pgbench script
 #                       (default "10 100")
+#   BENCH_FIFO_PER_GROUP  per_group of the runs side (default 10; 1 skips it)
 #   BENCH_CLIENTS       client counts (default "1 4 16")
 #   BENCH_SECONDS       seconds per run (default 5)
 #   BENCH_REPEAT        runs per cell and side (default 3)
@@ -56,6 +60,9 @@ else
 fi
 groups=${BENCH_FIFO_GROUPS:-1000}
 batches=${BENCH_FIFO_BATCHES:-"10 100"}
+per_group=${BENCH_FIFO_PER_GROUP:-10}
+sides="fifo plain"
+[ "$per_group" -gt 1 ] && sides+=" runs"
 clients_list=${BENCH_CLIENTS:-"1 4 16"}
 out=${BENCH_OUT:-$here/out}
 stamp=${BENCH_STAMP:-$(date +%Y%m%d-%H%M%S)}
@@ -74,11 +81,19 @@ trap 'rm -f "$pgb_log"' EXIT
 say() { printf '%s\n' "$*" | tee -a "$report"; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
+# The pgbench script of a side.
+script_of() {
+  if [ "$1" = runs ]; then echo "$here/pgbench/queue_read_ack_groups_$2.sql"
+  else echo "$here/pgbench/queue_read_ack_$2.sql"; fi
+}
+
 for batch in $batches; do
-  [ -f "$here/pgbench/queue_read_ack_$batch.sql" ] || {
-    echo "bench/fifo.sh: no bench/pgbench/queue_read_ack_$batch.sql for batch size $batch" >&2
-    exit 2
-  }
+  for side in $sides; do
+    [ -f "$(script_of "$side" "$batch")" ] || {
+      echo "bench/fifo.sh: no $(script_of "$side" "$batch") for batch size $batch" >&2
+      exit 2
+    }
+  done
 done
 
 sql >/dev/null <<'SQL'
@@ -90,9 +105,10 @@ SELECT queue.create('bench_fifo', fifo => true);
 SELECT queue.create('bench_plain');
 SQL
 
-queue_of() { echo "bench_$1"; }
-table_of() { echo "queue_internal.q$(sql -c "SELECT id FROM queue.queues WHERE queue_name = 'bench_$1'")"; }
-declare -A tables=([fifo]=$(table_of fifo) [plain]=$(table_of plain))
+# runs reads the FIFO queue
+queue_of() { if [ "$1" = runs ]; then echo bench_fifo; else echo "bench_$1"; fi; }
+table_of() { echo "queue_internal.q$(sql -c "SELECT id FROM queue.queues WHERE queue_name = '$(queue_of "$1")'")"; }
+declare -A tables=([fifo]=$(table_of fifo) [plain]=$(table_of plain) [runs]=$(table_of runs))
 
 # Fills a queue with n messages (rounded up to thousands), group keys
 # interleaved: one queue.send a message, in one statement per 100,000.
@@ -116,6 +132,7 @@ say "server:  PostgreSQL $(setting server_version), fsync=$(setting fsync), sync
 say "method:  pgbench -M prepared, $secs s a run, $repeat runs per cell and side, -j = min(clients, $ncpu);"
 say "         read + ack (BEGIN; read; ack; COMMIT) on a FIFO queue and a plain queue filled alike:"
 say "         $groups group keys, interleaved (message i in group i mod $groups); payload $PAYLOAD"
+[ "$per_group" -gt 1 ] && say "         runs: the FIFO queue read with per_group => $per_group"
 say ""
 
 # ---- one run -------------------------------------------------------------------
@@ -126,10 +143,10 @@ declare -A guess=([1]=10000 [10]=60000 [100]=150000)
 declare -A est=() rates=() per_xact=() decay=() ratios=()
 nruns=0
 
-# The fill of a cell: enough for the faster side, the same for both.
+# The fill of a cell: enough for the fastest side, the same for all.
 fill_of() {
   local batch=$1 clients=$2 r=0 side
-  for side in fifo plain; do
+  for side in $sides; do
     : "${est[$side/$batch/$clients]:=${guess[$batch]}}"
     [ "${est[$side/$batch/$clients]}" -gt "$r" ] && r=${est[$side/$batch/$clients]}
   done
@@ -139,7 +156,7 @@ fill_of() {
 run_one() {
   local rep=$1 batch=$2 clients=$3 side=$4
   local jobs=$(( clients < ncpu ? clients : ncpu )) key=$side/$batch/$clients q
-  local fill before after msgs xacts tps lat rate attempt drained first last mpx
+  local fill before after msgs xacts tps lat rate attempt drained first last mpx need
   q=$(queue_of "$side")
 
   for attempt in 1 2 3 4; do
@@ -151,7 +168,7 @@ run_one() {
     sql -c "CHECKPOINT"
     before=$(count_rows "$side")
     if ! pgbench -n -M prepared -c "$clients" -j "$jobs" -T "$secs" -P 1 \
-         -f "$here/pgbench/queue_read_ack_$batch.sql" -D "queue=$q" >"$pgb_log" 2>&1; then
+         -f "$(script_of "$side" "$batch")" -D "queue=$q" -D "per_group=$per_group" >"$pgb_log" 2>&1; then
       say "pgbench failed: batch $batch, $clients clients, $side (attempt $attempt):"
       tail -n 20 "$pgb_log" | tee -a "$report"
       [ "$attempt" -lt 2 ] && continue
@@ -160,8 +177,10 @@ run_one() {
     after=$(count_rows "$side")
     sql -c "SELECT queue.purge('$q')" >/dev/null
     # fewer left than a batch per client (or, in the FIFO queue, than a
-    # message per group): reads may have come back short for want of messages
-    if [ "$after" -lt $((clients * batch)) ] || [ "$after" -lt "$groups" ]; then
+    # run per group): reads may have come back short for want of messages
+    need=$groups
+    [ "$side" = runs ] && need=$((groups * per_group))
+    if [ "$after" -lt $((clients * batch)) ] || [ "$after" -lt "$need" ]; then
       drained=1
       est[$key]=$(( ${est[$key]} * 2 ))
       if [ "$attempt" -lt 4 ]; then
@@ -199,20 +218,26 @@ run_one() {
 
 echo "stamp,rep,batch,clients,jobs,side,groups,seconds,transactions,tps,messages,msg_per_s,msg_per_xact,latency_ms,first_s_tps,last_s_tps,fill,left_after,drained" >"$runs_csv"
 started=$(date +%s)
-total_runs=$(( repeat * 2 * $(wc -w <<<"$batches") * $(wc -w <<<"$clients_list") ))
+read -r -a side_list <<<"$sides"
+nsides=${#side_list[@]}
+total_runs=$(( repeat * nsides * $(wc -w <<<"$batches") * $(wc -w <<<"$clients_list") ))
 cell=0
 for ((rep = 1; rep <= repeat; rep++)); do
   say "repetition $rep of $repeat"
   for batch in $batches; do
     for clients in $clients_list; do
-      if (( (rep + cell) % 2 )); then
-        run_one "$rep" "$batch" "$clients" fifo; f=$last_rate
-        run_one "$rep" "$batch" "$clients" plain; p=$last_rate
-      else
-        run_one "$rep" "$batch" "$clients" plain; p=$last_rate
-        run_one "$rep" "$batch" "$clients" fifo; f=$last_rate
-      fi
-      ratios[$batch/$clients]+=" $(awk -v f="$f" -v p="$p" 'BEGIN {printf "%.1f", (p > 0 ? 100 * f / p : 0)}')"
+      declare -A got=()
+      # which side goes first rotates
+      for ((i = 0; i < nsides; i++)); do
+        side=${side_list[$(( (i + rep + cell) % nsides ))]}
+        run_one "$rep" "$batch" "$clients" "$side"
+        got[$side]=$last_rate
+      done
+      for side in fifo runs; do
+        [ -n "${got[$side]:-}" ] || continue
+        ratios[$side/$batch/$clients]+=" $(awk -v f="${got[$side]}" -v p="${got[plain]}" \
+          'BEGIN {printf "%.1f", (p > 0 ? 100 * f / p : 0)}')"
+      done
       cell=$((cell + 1))
     done
   done
@@ -229,34 +254,41 @@ SQL
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 minmax() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo+0, hi+0}'; }
 
-say ""
-say "FIFO read + ack, $groups groups: median messages per second over $repeat runs of $secs s each"
-say "ratio = fifo / plain of the medians; range = of each repetition's own pair; msg/xact = messages a FIFO transaction got;"
-say "last/first s = the FIFO run's last second's rate as % of its first (median); spread = (max - min) / median"
-say ""
-line=$(printf '%5s %7s %11s %12s %9s %12s %8s %12s %12s %12s' batch clients "fifo msg/s" "plain msg/s" "ratio (%)" "ratio range" target "msg/xact f" "last/first s" "spread f/p")
-say "$line"
-say "$(printf '%s\n' "$line" | tr -c '\n' '-')"
-echo "batch,clients,groups,fifo_msg_per_s,plain_msg_per_s,ratio_pct,ratio_min,ratio_max,target_pct,fifo_msg_per_xact,fifo_last_first_pct,fifo_min,fifo_max,plain_min,plain_max,runs" >"$summary_csv"
-for batch in $batches; do
-  for clients in $clients_list; do
-    fs=${rates[fifo/$batch/$clients]:-}
-    ps=${rates[plain/$batch/$clients]:-}
-    f=$(median <<<"$fs")
-    p=$(median <<<"$ps")
-    read -r flo fhi <<<"$(minmax <<<"$fs")"
-    read -r plo phi <<<"$(minmax <<<"$ps")"
-    read -r rlo rhi <<<"$(minmax <<<"${ratios[$batch/$clients]:-}")"
-    ratio=$(awk -v f="$f" -v p="$p" 'BEGIN {printf "%.0f", (p > 0 ? 100 * f / p : 0)}')
-    mpx=$(median <<<"${per_xact[fifo/$batch/$clients]:-}")
-    dec=$(median <<<"${decay[fifo/$batch/$clients]:-}")
-    spread=$(awk -v f="$f" -v p="$p" -v a="$flo" -v b="$fhi" -v c="$plo" -v d="$phi" \
-      'BEGIN {printf "%d%%/%d%%", (f > 0 ? 100 * (b - a) / f : 0), (p > 0 ? 100 * (d - c) / p : 0)}')
-    if [ "$ratio" -ge "$TARGET_RATIO" ]; then mark=">=$TARGET_RATIO ok"; else mark=">=$TARGET_RATIO no"; fi
-    say "$(printf '%5s %7s %11.0f %12.0f %9s %12s %8s %12s %12s %12s' "$batch" "$clients" "$f" "$p" "$ratio" \
-      "$(printf '%.0f-%.0f' "$rlo" "$rhi")" "$mark" "$mpx/$batch" "$dec%" "$spread")"
-    echo "$batch,$clients,$groups,$f,$p,$ratio,$rlo,$rhi,$TARGET_RATIO,$mpx,$dec,$flo,$fhi,$plo,$phi,$repeat" >>"$summary_csv"
+# The table of one FIFO side (fifo, runs) next to the plain queue.
+side_table() {
+  local side=$1 what=$2 batch clients fs ps f p flo fhi plo phi rlo rhi ratio mpx dec spread mark line
+  say ""
+  say "$what, $groups groups: median messages per second over $repeat runs of $secs s each"
+  say "ratio = $side / plain of the medians; range = of each repetition's own pair; msg/xact = messages a $side transaction got;"
+  say "last/first s = the $side run's last second's rate as % of its first (median); spread = (max - min) / median"
+  say ""
+  line=$(printf '%5s %7s %11s %12s %9s %12s %8s %12s %12s %12s' batch clients "$side msg/s" "plain msg/s" "ratio (%)" "ratio range" target "msg/xact" "last/first s" "spread f/p")
+  say "$line"
+  say "$(printf '%s\n' "$line" | tr -c '\n' '-')"
+  for batch in $batches; do
+    for clients in $clients_list; do
+      fs=${rates[$side/$batch/$clients]:-}
+      ps=${rates[plain/$batch/$clients]:-}
+      f=$(median <<<"$fs")
+      p=$(median <<<"$ps")
+      read -r flo fhi <<<"$(minmax <<<"$fs")"
+      read -r plo phi <<<"$(minmax <<<"$ps")"
+      read -r rlo rhi <<<"$(minmax <<<"${ratios[$side/$batch/$clients]:-}")"
+      ratio=$(awk -v f="$f" -v p="$p" 'BEGIN {printf "%.0f", (p > 0 ? 100 * f / p : 0)}')
+      mpx=$(median <<<"${per_xact[$side/$batch/$clients]:-}")
+      dec=$(median <<<"${decay[$side/$batch/$clients]:-}")
+      spread=$(awk -v f="$f" -v p="$p" -v a="$flo" -v b="$fhi" -v c="$plo" -v d="$phi" \
+        'BEGIN {printf "%d%%/%d%%", (f > 0 ? 100 * (b - a) / f : 0), (p > 0 ? 100 * (d - c) / p : 0)}')
+      if [ "$ratio" -ge "$TARGET_RATIO" ]; then mark=">=$TARGET_RATIO ok"; else mark=">=$TARGET_RATIO no"; fi
+      say "$(printf '%5s %7s %11.0f %12.0f %9s %12s %8s %12s %12s %12s' "$batch" "$clients" "$f" "$p" "$ratio" \
+        "$(printf '%.0f-%.0f' "$rlo" "$rhi")" "$mark" "$mpx/$batch" "$dec%" "$spread")"
+      echo "$side,$batch,$clients,$groups,$f,$p,$ratio,$rlo,$rhi,$TARGET_RATIO,$mpx,$dec,$flo,$fhi,$plo,$phi,$repeat" >>"$summary_csv"
+    done
   done
-done
+}
+
+echo "side,batch,clients,groups,msg_per_s,plain_msg_per_s,ratio_pct,ratio_min,ratio_max,target_pct,msg_per_xact,last_first_pct,min,max,plain_min,plain_max,runs" >"$summary_csv"
+side_table fifo "FIFO read + ack"
+[ "$per_group" -gt 1 ] && side_table runs "FIFO read + ack with per_group => $per_group"
 say ""
 say "took $(( $(date +%s) - started )) s; report and CSV files: $out/bench-$stamp-fifo*"
