@@ -67,8 +67,8 @@ sub as_app
 sub wait_no_workers
 {
 	my ($what) = @_;
-	wait_until(
-		$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker'},
+	wait_until($node,
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker'},
 		$what);
 	return;
 }
@@ -279,8 +279,8 @@ cmp_ok(median(@lat), '<', 1.0,
 	'a send reaches a waiting worker\'s handler within a second (median of five)');
 is(sql(q{SELECT count(DISTINCT pid) FROM ledger WHERE consumer = 'fast'}),
 	'1', 'the same idle worker took every send: it waited instead of exiting');
-wait_until(
-	$node, q{SELECT wait_event_type = 'Extension' AND state = 'idle' FROM pg_stat_activity
+wait_until($node,
+	q{SELECT wait_event_type = 'Extension' AND state = 'idle' FROM pg_stat_activity
 	  WHERE application_name = 'queue consumer fast'},
 	'the waiting worker shows in pg_stat_activity as idle, in the extension\'s wait event');
 as_app(q{SELECT queue.unsubscribe('fast')});
@@ -296,8 +296,8 @@ subscribe('dbx_busy', 'dbx_qb', 'batch_size => 1', 'dbx');
 $node->safe_psql('dbx', q{SELECT queue.send('dbx_qi', '{"n": 1}')});
 $node->safe_psql('dbx',
 	'SELECT queue.send_batch(\'dbx_qb\', ' . payloads(1, 1000, q{'sleep', 0.2}) . ')');
-wait_until(
-	$node, q{SELECT count(*) = 2 FROM queue.workers
+wait_until($node,
+	q{SELECT count(*) = 2 FROM queue.workers
 	  WHERE (consumer_name, state) IN (('dbx_idle', 'waiting'), ('dbx_busy', 'handling'))},
 	'dbx: one worker waits idle, one is busy in its handler', 'dbx');
 my $t_dropdb = time;
@@ -406,8 +406,8 @@ is(sql(q{SELECT count(*) = count(DISTINCT id) FROM ledger WHERE consumer = 'lowe
 note 'rate limit';
 subscribe('rated', 'qr', 'batch_size => 5, max_concurrency => 2, rate_limit => 50');
 sql('SELECT queue.send_batch(\'qr\', ' . payloads(1, 700) . ')');
-wait_until(
-	$node, q{SELECT max(at) - min(at) >= interval '11.5 s' FROM ledger WHERE consumer = 'rated'},
+wait_until($node,
+	q{SELECT max(at) - min(at) >= interval '11.5 s' FROM ledger WHERE consumer = 'rated'},
 	'rated: drained for more than 11 seconds');
 my $observed = sql(q{SELECT observed_rate FROM queue.consumers WHERE consumer_name = 'rated'});
 my $in_window = sql(
@@ -431,8 +431,8 @@ wait_until($node, q{SELECT count(*) >= 50 FROM ledger WHERE consumer = 'pr'},
 	'pr: draining');
 my $t_pause = sql(q{SELECT queue.pause('pr'); SELECT clock_timestamp()});
 $t_pause = (split /\n/, $t_pause)[-1];
-wait_until(
-	$node, q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
+wait_until($node,
+	q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
 	     AND (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'queue consumer pr') = 0},
 	'pause: the workers leave');
 my $t_gone = sql(q{SELECT clock_timestamp()});
@@ -464,8 +464,8 @@ wait_until($node, q{SELECT count(*) >= 650 FROM ledger WHERE consumer = 'pr'},
 	'pr: draining again');
 my $t_unsub = sql(q{SELECT queue.unsubscribe('pr'); SELECT clock_timestamp()});
 $t_unsub = (split /\n/, $t_unsub)[-1];
-wait_until(
-	$node, q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
+wait_until($node,
+	q{SELECT (SELECT count(*) FROM queue.workers WHERE consumer_name = 'pr') = 0
 	     AND (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'queue consumer pr') = 0},
 	'unsubscribe: the workers leave');
 cmp_ok(
@@ -550,16 +550,16 @@ subscribe('dby_idle', 'dby_qi', undef, 'dby');
 subscribe('dby_idle2', 'dby_qi2', undef, 'dby');
 $node->safe_psql('dby',
 	q{SELECT queue.send('dby_qi', '{"n": 1}'); SELECT queue.send('dby_qi2', '{"n": 1}')});
-wait_until(
-	$node, q{SELECT count(*) = 2 FROM queue.workers
+wait_until($node,
+	q{SELECT count(*) = 2 FROM queue.workers
 	  WHERE consumer_name IN ('dby_idle', 'dby_idle2') AND state = 'waiting'},
 	'dby: two workers wait idle', 'dby');
 ($ret, $out, $err) =
   $node->psql('dby', 'DROP EXTENSION queue CASCADE', timeout => 60);
 is($ret, 0, 'DROP EXTENSION with consumers whose workers wait idle succeeds')
   or diag($err);
-wait_until(
-	$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dby'},
+wait_until($node,
+	q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dby'},
 	'DROP EXTENSION: the idle workers leave');
 
 # a busy worker: the DROP may wait for its batch, but must succeed
@@ -568,15 +568,15 @@ setup_database('dbz');
 subscribe('dbz_busy', 'dbz_qb', 'batch_size => 1', 'dbz');
 $node->safe_psql('dbz',
 	'SELECT queue.send_batch(\'dbz_qb\', ' . payloads(1, 1000, q{'sleep', 0.2}) . ')');
-wait_until(
-	$node, q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'dbz_busy' AND state = 'handling'},
+wait_until($node,
+	q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'dbz_busy' AND state = 'handling'},
 	'dbz: a worker is busy in its handler', 'dbz');
 ($ret, $out, $err) =
   $node->psql('dbz', 'DROP EXTENSION queue CASCADE', timeout => 60);
 is($ret, 0, 'DROP EXTENSION with a consumer whose worker is busy succeeds')
   or diag($err);
-wait_until(
-	$node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dbz'},
+wait_until($node,
+	q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'queue drain worker' AND datname = 'dbz'},
 	'DROP EXTENSION: the busy worker leaves');
 
 # Every worker the postmaster starts from now on is logged at DEBUG1: none

@@ -153,8 +153,8 @@ my $poison_id = (
 		  . payloads(1, 100, q{CASE WHEN g = 37 THEN '{"fail": true}'::jsonb ELSE '{}' END})
 		  . ')'))[36];
 as_app(q{SELECT queue.resume('poison')});
-wait_until(
-	$node, q{SELECT (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison_dlq') = 1
+wait_until($node,
+	q{SELECT (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison_dlq') = 1
 	     AND (SELECT messages FROM queue.queues WHERE queue_name = 'qpoison') = 0},
 	'poison: the queue empties, one message in the dead-letter queue');
 is( sql(q{SELECT count(*) || ',' || count(DISTINCT id) || ',' || sum(n) FROM ledger
@@ -185,8 +185,8 @@ as_app(q{SELECT queue.subscribe('slow', 'qslow', 'handler(queue.message[])', bat
                                 max_attempts => 2, retry_backoff => '10ms', handler_timeout => '1s')});
 my $t_slow = time;
 sql(q{SELECT queue.send('qslow', '{"n": 1, "sleep": 3600}')});
-wait_until(
-	$node, q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+wait_until($node,
+	q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'slow' AND w.state = 'handling' AND a.wait_event = 'PgSleep'},
 	'timeout: the handler sleeps in pg_sleep; queue.workers shows the worker handling');
 wait_until($node, q{SELECT messages = 1 FROM queue.queues WHERE queue_name = 'qslow_dlq'},
@@ -253,8 +253,8 @@ $offset = -s $node->logfile;
 my $t_term = sql(qq{SELECT pg_terminate_backend($launcher); SELECT clock_timestamp()});
 like($t_term, qr/^t\n/, 'launcher terminated');
 $t_term = (split /\n/, $t_term)[-1];
-wait_until(
-	$node, qq{SELECT count(*) = 1 FROM pg_stat_activity
+wait_until($node,
+	qq{SELECT count(*) = 1 FROM pg_stat_activity
 	   WHERE backend_type = 'queue launcher' AND pid <> $launcher},
 	'a new launcher starts, with a new pid');
 ok($node->log_contains(qr/queue launcher started/, $offset),
@@ -294,8 +294,8 @@ wait_until($node, q{SELECT count(*) = 100 FROM ledger WHERE consumer = 'k9'},
 my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(0, 1)');
 sql('SELECT queue.send_batch(\'qk\', ' . payloads(101, 200, q{'{"gate": true}'::jsonb}) . ')');
-wait_until(
-	$node, q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+wait_until($node,
+	q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'k9' AND w.state = 'handling' AND w.batch_messages = 10
 	    AND a.wait_event = 'advisory'},
 	'k9: a worker waits in its handler, in the middle of a batch of 10');

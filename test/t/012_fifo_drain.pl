@@ -256,8 +256,8 @@ is(sql(q{SELECT count(*) FROM sent WHERE grp IS NOT NULL}),
 	$groups * $per_group, "$groups groups of $per_group messages sent, and "
 	  . ($nsent - $groups * $per_group) . ' without a group key');
 
-wait_until(
-	$node, q{SELECT (SELECT count(*) FROM ledger) >= (SELECT count(*) FROM sent)
+wait_until($node,
+	q{SELECT (SELECT count(*) FROM ledger) >= (SELECT count(*) FROM sent)
 	     AND (SELECT messages = 0 FROM queue.queues WHERE queue_name = 'fifo')},
 	'the consumer drains the queue');
 note sprintf('drained %.1f s after the producers were done, %.1f s after the start',
@@ -348,8 +348,8 @@ cmp_ok(sql(q{SELECT count(*) FROM queue.workers WHERE consumer_name = 'fifo_c'})
 # group 1000's first message is held at the gate
 my $stuck_id = sql(q{
 SELECT queue.send('fifo', '{"grp": 1000, "seq": 1, "phase": "stuck", "gate": true}', group_key => 'g1000')});
-wait_until(
-	$node, q{SELECT count(*) = 1 FROM pg_locks l JOIN queue.workers w USING (pid)
+wait_until($node,
+	q{SELECT count(*) = 1 FROM pg_locks l JOIN queue.workers w USING (pid)
 	  WHERE l.locktype = 'advisory' AND l.objid = 4242 AND l.granted},
 	'stuck: a worker\'s handler is held at the gate with group 1000\'s first message');
 # then, in this order: group 1000's next two, 30 without a key, group 1001

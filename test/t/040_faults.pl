@@ -195,8 +195,8 @@ sub check_ledger
 	my ($what, $db) = @_;
 	$db //= 'postgres';
 	my $q = sub { return $node->safe_psql($db, shift); };
-	wait_until(
-		$node, q{SELECT NOT EXISTS (SELECT FROM sent s WHERE s.expect = 'once'
+	wait_until($node,
+		q{SELECT NOT EXISTS (SELECT FROM sent s WHERE s.expect = 'once'
 		                       AND NOT EXISTS (SELECT FROM processed p WHERE p.id = s.id))},
 		"$what: every message sent to be handled was handled", $db);
 	is( $q->(
@@ -305,8 +305,8 @@ check_ledger('A: before the fault');
 my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(0, 1)');
 send_n('qa', 30, '{"gate": true, "tag": "gated"}');
-wait_until(
-	$node, q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
+wait_until($node,
+	q{SELECT count(*) > 0 FROM pg_stat_activity a JOIN queue.workers w USING (pid)
 	  WHERE w.consumer_name = 'ca' AND w.state = 'handling' AND w.batch_messages = 10
 	    AND a.wait_event = 'advisory'},
 	'A: a worker waits in its handler, in the middle of a batch of 10');
@@ -355,8 +355,8 @@ SELECT id, 'qa', 'once'
   FROM queue.send_batch('qa', ARRAY(SELECT '{"tag": "batch"}'::jsonb FROM generate_series(1, 50)),
                         dedup_keys => ARRAY(SELECT 'kb' || g FROM generate_series(1, 49) g) || 'kgate'::text) id;
 });
-wait_until(
-	$node, qq{SELECT wait_event_type = 'Lock' AND query LIKE '%send_batch%' FROM pg_stat_activity
+wait_until($node,
+	qq{SELECT wait_event_type = 'Lock' AND query LIKE '%send_batch%' FROM pg_stat_activity
 	   WHERE pid = $batcher_pid},
 	'B: the send_batch waits inside the statement, on the uncommitted key');
 # meanwhile committed sends go on
@@ -477,8 +477,8 @@ for my $sql (producer_sql('qa', 'qext', 0.002, 'qfifo', 'p1-'), producer_sql('qa
 	$s->query_until(qr/start/, "\\echo start\n$sql");
 	push @load, $s;
 }
-wait_until(
-	$node, q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
+wait_until($node,
+	q{SELECT count(*) >= 1000 FROM processed p JOIN sent s USING (id) WHERE s.q = 'qa' AND p.tag = 'd'},
 	'D: producers and the drain are running');
 wait_until($node, q{SELECT count(*) >= 200 FROM processed WHERE q = 'ext:qext'},
 	'D: the external consumers are running');
@@ -637,8 +637,8 @@ for my $db (qw(gdb gext))
 		q{SELECT queue.create('qg'); SELECT queue.grant('qg', 'all', 'app');
 		  SET ROLE app; SELECT queue.subscribe('cg', 'qg', 'handler(queue.message[])', batch_size => 1)});
 	send_n('qg', 200, '{"sleep": 0.2}', 'once', $db);
-	wait_until(
-		$node, q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'cg' AND state = 'handling'},
+	wait_until($node,
+		q{SELECT count(*) = 1 FROM queue.workers WHERE consumer_name = 'cg' AND state = 'handling'},
 		"G: $db: a worker is busy in its handler", $db);
 }
 my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE gdb', timeout => 60);
@@ -647,8 +647,8 @@ is($ret, 0, 'G: DROP DATABASE with a busy worker succeeds') or diag($err);
 ($ret, $out, $err) = $node->psql('gext', 'DROP EXTENSION queue CASCADE', timeout => 60);
 $faults++;
 is($ret, 0, 'G: DROP EXTENSION with a busy worker succeeds') or diag($err);
-wait_until(
-	$node, q{SELECT count(*) = 0 FROM pg_stat_activity
+wait_until($node,
+	q{SELECT count(*) = 0 FROM pg_stat_activity
 	  WHERE backend_type = 'queue drain worker' AND datname IN ('gdb', 'gext')},
 	'G: their workers are gone');
 # (the schema queue itself stays, empty: CREATE EXTENSION made it for the

@@ -564,15 +564,15 @@ my ($su2, $att2) = split /\n/,
 is(hcheck(qq{SELECT (SELECT count(*) FROM queue_internal.a$su2) >= 1
                 AND (SELECT count(*) FROM queue_internal.a$att2) >= 1}),
 	't', 'each tour left messages in its archive');
-wait_until(
-	$node, qq{SELECT (SELECT pg_catalog.count(*) FROM queue_internal.dedup) OPERATOR(pg_catalog.=) 0
+wait_until($node,
+	qq{SELECT (SELECT pg_catalog.count(*) FROM queue_internal.dedup) OPERATOR(pg_catalog.=) 0
 	     AND NOT EXISTS (SELECT FROM queue_internal.a$su2)
 	     AND NOT EXISTS (SELECT FROM queue_internal.a$att2)},
 	'maintenance pruned the archives and expired the deduplication keys', 'hostile');
 my $tail = hcheck(qq{SELECT tail FROM queue_internal.segment_ring WHERE queue_id = $hq_id});
 hostile(q{SELECT queue.send('hq', '{"tag": "late"}')});
-wait_until(
-	$node, qq{SELECT tail OPERATOR(pg_catalog.>) $tail FROM queue_internal.segment_ring
+wait_until($node,
+	qq{SELECT tail OPERATOR(pg_catalog.>) $tail FROM queue_internal.segment_ring
 	   WHERE queue_id OPERATOR(pg_catalog.=) $hq_id},
 	'the drained queue\'s segments are recycled', 'hostile');
 $att->query_safe(q{SELECT queue.drop('att2')});
