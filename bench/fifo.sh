@@ -24,7 +24,7 @@
 # transaction got on average, next to the batch size.  A third side, runs,
 # reads the FIFO queue with per_group (BENCH_FIFO_PER_GROUP, default 10:
 # up to that many consecutive messages of a group a read), through
-# bench/pgbench/queue_read_ack_groups_<batch>.sql; its table follows.
+# bench/pgbench/queue_read_ack_groups.sql; its table follows.
 #
 # The sides of a cell alternate (which goes first rotates), the repetitions
 # are spread over the run, the table shows medians, and the ratio's range
@@ -83,7 +83,7 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 # The pgbench script of a side.
 script_of() {
-  if [ "$1" = runs ]; then echo "$here/pgbench/queue_read_ack_groups_$2.sql"
+  if [ "$1" = runs ]; then echo "$here/pgbench/queue_read_ack_groups.sql"
   else echo "$here/pgbench/queue_read_ack_$2.sql"; fi
 }
 
@@ -168,7 +168,7 @@ run_one() {
     sql -c "CHECKPOINT"
     before=$(count_rows "$side")
     if ! pgbench -n -M prepared -c "$clients" -j "$jobs" -T "$secs" -P 1 \
-         -f "$(script_of "$side" "$batch")" -D "queue=$q" -D "per_group=$per_group" >"$pgb_log" 2>&1; then
+         -f "$(script_of "$side" "$batch")" -D "queue=$q" -D "batch=$batch" -D "per_group=$per_group" >"$pgb_log" 2>&1; then
       say "pgbench failed: batch $batch, $clients clients, $side (attempt $attempt):"
       tail -n 20 "$pgb_log" | tee -a "$report"
       [ "$attempt" -lt 2 ] && continue

@@ -656,6 +656,24 @@ rows_append(StorageRows *r, int max)
 }
 
 /*
+ * Appends a claim statement's rows to r (rows_append) and their ids to ids,
+ * the rows the claim holds.
+ */
+static void
+claimed_append(StorageRows *r, int limit, int64 *ids, int *nids)
+{
+	int			first = r->ntuples;
+
+	rows_append(r, limit);
+	for (int i = first; i < r->ntuples; i++)
+	{
+		bool		isnull;
+
+		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
+	}
+}
+
+/*
  * The sequence every queue's message ids come from, looked up again when
  * the extension's catalog is a new one (the extension dropped and created
  * again in this backend's life).
@@ -799,7 +817,6 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	SPIPlanPtr	plan = segment_plan(stmt, queue_id, seg, 0, -1);
 	FifoProbeStats stats = {0};
 	Datum		args[5];
-	int			first = r->ntuples;
 
 	args[0] = TimestampTzGetDatum(now);
 	args[1] = storage_id_array(ids, *nids);
@@ -824,13 +841,7 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	}
 	else
 		run_plan(plan, args, NULL);
-	rows_append(r, limit);
-	for (int i = first; i < r->ntuples; i++)
-	{
-		bool		isnull;
-
-		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
-	}
+	claimed_append(r, limit, ids, nids);
 	return stats;
 }
 
@@ -1122,7 +1133,6 @@ claim_runs(int64 queue_id, TimestampTz now, int64 *ids, int *nids, StorageRows *
 	Datum	   *heads = palloc(sizeof(Datum) * Max(n, 1));
 	int			ngroups = 0;
 	Datum		args[5];
-	int			before = r->ntuples;
 
 	for (int i = first; i < r->ntuples; i++)
 	{
@@ -1143,13 +1153,7 @@ claim_runs(int64 queue_id, TimestampTz now, int64 *ids, int *nids, StorageRows *
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[4] = Int32GetDatum(per_group - 1);
 	run_plan(storage_plan(STMT_CLAIM_RUN, queue_id, 0), args, NULL);
-	rows_append(r, limit);
-	for (int i = before; i < r->ntuples; i++)
-	{
-		bool		isnull;
-
-		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
-	}
+	claimed_append(r, limit, ids, nids);
 }
 
 /*
