@@ -1,37 +1,36 @@
 /*
  * fifo_head.c
  *    Whether a claim of a FIFO queue may take a message: the message is the
- *    head of its group, and the group's lock is free.
+ *    head of its group, and the group's lock is free.  And the claim's scan
+ *    of a segment in id order, which tests and locks the heads it meets.
  *
- * The claim statements of a FIFO queue (storage.c) filter their candidates
- * with queue_internal.fifo_head(queue_id, group_key, id, visible_at, now).
  * A message is its group's head when no earlier message of the group is
  * left (in flight, delayed, failed, or locked by a reader: any of them
  * holds the group back) and no later one is leased (one can be, when
  * concurrent senders committed out of id order or a redrive brought an old
- * id back).
+ * id back).  A claim of a FIFO queue (storage.c) reads each segment in id
+ * order from where its reads start with fifo_claim_scan; its other
+ * statements (stragglers by id, priorities, group by group) filter their
+ * candidates with queue_internal.fifo_head(queue_id, group_key, id,
+ * visible_at, now).
  *
- * Earlier messages.  A claim that scans a segment in id order from where
- * its reads start (STMT_CLAIM_FIFO: it calls the function for every row it
- * meets, hidden ones included) remembers the groups of the rows it met, so
- * that within that segment the rows between where it started and the
- * candidate cost nothing to look at: the statement's snapshot showed them
- * all.  Below where it started lie only rows deleted for good and the
- * segment's stragglers (hidden rows, listed: segment_below), whose groups
- * are looked up once per statement; that holds unless a write reported a
- * row below the start since it was read, in which case, and in every other
- * segment, the test probes the group index from the segment's floor
- * (segment_floor: no live row below it), which skips the dead index entries
- * the group's acknowledged messages leave until the segment is recycled.
- * A claim may read on where its statement's scan ended, with a statement
- * of its own (storage.c's claim_fifo): the groups met so far are carried
- * over (FifoScan), and hold their later messages back, but rows may have
- * committed below the new start since the earlier snapshots, so the
- * segment is probed as the others are.
+ * Earlier messages.  The scan tests every row it meets, hidden ones
+ * included, and remembers the groups of the rows it met, so that within
+ * its segment the rows between where it started and the candidate cost
+ * nothing to look at: its snapshot showed them all.  Below where it
+ * started lie only rows deleted for good and the segment's stragglers
+ * (hidden rows, listed: segment_below), whose groups are looked up once
+ * per scan; that holds unless a write reported a row below the start since
+ * it was read, in which case, and in every other segment, the test probes
+ * the group index from the segment's floor (segment_floor: no live row
+ * below it), which skips the dead index entries the group's acknowledged
+ * messages leave until the segment is recycled.  The groups met are kept
+ * over the segments one claim scans (FifoScan): a group met in one holds
+ * its rows in the next back, as its probe would.
  * Later leased messages: a probe of the leased index above the candidate's
  * id, only in segments into which a lease may have been written
  * (segment_maybe_leased).  The probes are index scans opened once per
- * statement, not sub-selects (an Append over every segment per candidate).
+ * probe, not sub-selects (an Append over every segment per candidate).
  *
  * The group lock lets one reader at a time take a group's messages: a
  * transaction-level lock in PostgreSQL's lock manager with an advisory tag
@@ -41,29 +40,31 @@
  * then the messages it took are leased (lease.c writes leases before the
  * commit), deleted, or handed back, and the group's next reader sees that.
  * The group key is hashed: two groups that share a hash share a lock, which
- * costs parallelism, never order.  The lock is tried first, since it is the
- * cheap test that fails for the heads other readers are taking; when the
- * head test then fails, it is released at once.  A group whose lock the
- * transaction held already (it took a message of the group before, or of a
- * group with the same hash) is always probed in full.
+ * costs parallelism, never order.  The lock is tried before the probes,
+ * since it is the cheap test that fails for the heads other readers are
+ * taking (the scan passes over a row another transaction was locking or
+ * changing without even that: row_busy); when the head test then fails, it
+ * is released at once.  A group whose lock the transaction held already
+ * (it took a message of the group before, or of a group with the same
+ * hash) is always probed in full.
  *
- * Locks and snapshot: a claim statement runs between fifo_probe_begin and
- * fifo_probe_end.  The begin locks every segment table of the queue, as a
- * query of the parent would, before the statement takes its snapshot: no
- * recycle can then move rows out of that snapshot's sight.  The first call
- * of the statement reads the ring, the floors and what lies below the
- * scan's start (after the snapshot: a row written below them is reported
- * before its commit) and begins the index scans with the statement's
- * snapshot.  The end closes them and tells the claim what the calls saw,
- * so that it knows whether to read further; a statement that fails
- * abandons them to the abort.
+ * Locks and snapshot: a probe (a claim statement, between fifo_probe_begin
+ * and fifo_probe_end, or a scan) first locks every segment table of the
+ * queue, as a query of the parent would, before it takes its snapshot: no
+ * recycle can then move rows out of that snapshot's sight.  The first test
+ * reads the ring, the floors and what lies below the scan's start (after
+ * the snapshot: a row written below them is reported before its commit)
+ * and begins the index scans with the snapshot.  The end closes them; a
+ * probe that fails abandons them to the abort.
  */
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
@@ -108,17 +109,22 @@ typedef struct SeenGroup
 } SeenGroup;
 
 /*
- * The groups an id order scan met, kept over the statements of one claim:
- * a statement that goes on where the last one ended (statements > 0) still
- * knows the groups met before it.
+ * The groups a claim's id order scans met, over the segments it scans: a
+ * group met in one holds back its rows in the next.
  */
 struct FifoScan
 {
 	HTAB	   *seen;			/* SeenGroup by hash */
-	int			statements;		/* that have ended */
 };
 
-/* The probe of the claim statement that is running. */
+/* What the head tests of a probe saw. */
+typedef struct ProbeStats
+{
+	int			visible;		/* visible candidates met */
+	int			misses;			/* of them: group free, message not its head */
+} ProbeStats;
+
+/* The probe of the claim statement, or the scan, that is running. */
 typedef struct Probe
 {
 	bool		active;
@@ -127,26 +133,33 @@ typedef struct Probe
 	Oid			relids[QUEUE_SEGMENTS]; /* the segment tables, locked */
 	int			scan_seg;		/* the segment scanned in id order, or -1 */
 	int64		scan_from;		/* where that scan starts */
-	int64		last_id;		/* the id of the scan's last call */
-	FifoScan   *scan;			/* the groups it met, or NULL */
-	bool		continued;		/* earlier statements of the claim met some */
+	HTAB	   *seen;			/* SeenGroup by hash: the groups it met */
 	int64	   *held;			/* rows this transaction holds, sorted */
 	int			nheld;
 	MemoryContext cxt;
 	int			nsegs;
 	ProbeSegment segs[QUEUE_SEGMENTS];
-	FifoProbeStats stats;
+	ProbeStats	stats;
 } Probe;
 
 static Probe probe = {0};
 
 PG_FUNCTION_INFO_V1(queue_fifo_head);
 
-/* A claim's memory of the groups its id order scans met, in the caller's memory. */
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* A claim's memory of the groups its scans met, in the caller's memory. */
 FifoScan *
 fifo_scan_create(void)
 {
-	FifoScan   *scan = palloc0(sizeof(FifoScan));
+	FifoScan   *scan = palloc(sizeof(FifoScan));
 	HASHCTL		info;
 
 	info.keysize = sizeof(uint64);
@@ -164,27 +177,16 @@ fifo_scan_free(FifoScan *scan)
 	pfree(scan);
 }
 
-static int
-int64_cmp(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
- * Starts the probe of one claim statement of a FIFO queue: locks its
- * tables as a query of the parent table would (the parent, then every
- * segment).  A STMT_CLAIM_FIFO statement scans segment scan_seg in id order
- * from scan_from and remembers the groups it meets in scan (which may hold
- * those of the claim's earlier statements); the other claims pass NULL.
- * held lists the rows this transaction holds already, which the head test
- * refuses.
+ * Starts a probe: locks the queue's tables as a query of the parent table
+ * would (the parent, then every segment).  A scan of segment scan_seg in id
+ * order from scan_from (fifo_claim_scan) remembers the groups it meets in
+ * seen; the claim statements pass -1 and NULL.  held lists the rows this
+ * transaction holds already, which the head test refuses.
  */
-void
-fifo_probe_begin(int64 queue_id, FifoScan *scan, int scan_seg, int64 scan_from,
-				 const int64 *held, int nheld)
+static void
+probe_start(int64 queue_id, int scan_seg, int64 scan_from, HTAB *seen, const int64 *held,
+			int nheld)
 {
 	Oid			parent = storage_relid(queue_id);
 
@@ -199,17 +201,25 @@ fifo_probe_begin(int64 queue_id, FifoScan *scan, int scan_seg, int64 scan_from,
 	}
 	probe.active = true;
 	probe.queue_id = queue_id;
-	probe.scan = scan;
-	probe.scan_seg = scan == NULL ? -1 : scan_seg;
-	probe.continued = scan != NULL && scan->statements > 0;
+	probe.scan_seg = scan_seg;
 	probe.scan_from = scan_from;
-	probe.last_id = PG_INT64_MIN;
 	probe.cxt = AllocSetContextCreate(CurrentMemoryContext, "queue FIFO probe",
 									  ALLOCSET_SMALL_SIZES);
+	probe.seen = seen;
 	probe.held = MemoryContextAlloc(probe.cxt, sizeof(int64) * Max(nheld, 1));
 	memcpy(probe.held, held, sizeof(int64) * nheld);
 	qsort(probe.held, nheld, sizeof(int64), int64_cmp);
 	probe.nheld = nheld;
+}
+
+/*
+ * Starts the probe of one claim statement of a FIFO queue, before the
+ * statement takes its snapshot.
+ */
+void
+fifo_probe_begin(int64 queue_id, const int64 *held, int nheld)
+{
+	probe_start(queue_id, -1, 0, NULL, held, nheld);
 }
 
 /* Whether this transaction holds the row already. */
@@ -221,14 +231,9 @@ held_here(int64 id)
 }
 
 /* Ends the probe of a statement that ran: closes what the calls opened. */
-FifoProbeStats
+void
 fifo_probe_end(void)
 {
-	FifoProbeStats stats = probe.stats;
-
-	stats.last_id = probe.last_id;
-	if (probe.scan != NULL)
-		probe.scan->statements++;
 	for (int i = 0; i < probe.nsegs; i++)
 	{
 		ProbeSegment *s = &probe.segs[i];
@@ -243,7 +248,6 @@ fifo_probe_end(void)
 	if (probe.cxt != NULL)
 		MemoryContextDelete(probe.cxt);
 	memset(&probe, 0, sizeof(probe));
-	return stats;
 }
 
 /*
@@ -276,7 +280,7 @@ seen_meet(Datum group_key, int64 id, bool *before)
 {
 	uint64		hash = group_hash(group_key);
 	bool		found;
-	SeenGroup  *g = hash_search(probe.scan->seen, &hash, HASH_ENTER, &found);
+	SeenGroup  *g = hash_search(probe.seen, &hash, HASH_ENTER, &found);
 
 	if (!found)
 	{
@@ -378,11 +382,7 @@ probe_open_segments(void)
 		s->slot = table_slot_create(s->table, NULL);
 		s->earlier = index_beginscan(s->table, s->group_index, snapshot, 3, 0);
 		s->leased = index_beginscan(s->table, s->leased_index, snapshot, 2, 0);
-		/*
-		 * What earlier statements met, they met with older snapshots: rows
-		 * committed since below this statement's start are not covered.
-		 */
-		s->scan_covers = seg == probe.scan_seg && !probe.continued && scan_covers(s, snapshot);
+		s->scan_covers = seg == probe.scan_seg && scan_covers(s, snapshot);
 		probe.nsegs++;
 	}
 	probe.opened = true;
@@ -475,14 +475,17 @@ group_lock_tag(LOCKTAG *tag, int64 queue_id, text *group_key)
 
 /*
  * The test of one row with a group key: takes the group's lock and says
- * whether the message is deliverable now, as its group's head.
+ * whether the message is deliverable now, as its group's head.  *fresh
+ * says whether the lock was taken now (else the transaction held it).
+ * busy says that another transaction was locking or changing the row.
  */
 static bool
-test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, TimestampTz now)
+test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, TimestampTz now,
+		 bool busy, bool *fresh)
 {
 	LOCKTAG		tag;
 	LockAcquireResult got;
-	bool		scan = probe.scan != NULL;
+	bool		scan = probe.seen != NULL;
 	SeenGroup  *seen = NULL;
 	bool		before = false;
 
@@ -501,6 +504,12 @@ test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, Time
 		probe.stats.misses += !seen->taken;
 		return false;
 	}
+	if (busy)
+	{
+		if (seen != NULL)
+			seen->taken = true;
+		return false;
+	}
 	group_lock_tag(&tag, queue_id, DatumGetTextPP(group_key));
 	got = LockAcquire(&tag, ExclusiveLock, false, true);
 	if (got == LOCKACQUIRE_NOT_AVAIL)
@@ -509,50 +518,219 @@ test_row(int64 queue_id, Datum group_key, int64 id, TimestampTz visible_at, Time
 			seen->taken = true;
 		return false;
 	}
+	*fresh = got == LOCKACQUIRE_OK;
 
 	/*
 	 * The scan stands in for the probe of its segment only when this
 	 * transaction holds no row of the group (it would hold the group's
 	 * lock): a row it holds may lie where the scan does not go.
 	 */
-	if (is_head(group_key, id, now, scan && got == LOCKACQUIRE_OK))
+	if (is_head(group_key, id, now, scan && *fresh))
 		return true;
 	probe.stats.misses++;
-	if (got == LOCKACQUIRE_OK)
+	if (*fresh)
 		LockRelease(&tag, ExclusiveLock, false);
 	return false;
+}
+
+/*
+ * The head test of one row met (group_key NULL when it has none): whether
+ * it may be taken now.
+ */
+static bool
+test_message(int64 queue_id, Datum group_key, bool ungrouped, int64 id, TimestampTz visible_at,
+			 TimestampTz now, bool busy, bool *fresh)
+{
+	if (!probe.opened)
+		probe_open_segments();
+	probe.stats.visible += visible_at <= now;
+	*fresh = false;
+	if (ungrouped)
+		return visible_at <= now && !busy && !held_here(id);
+	return test_row(queue_id, group_key, id, visible_at, now, busy, fresh);
 }
 
 /*
  * queue_internal.fifo_head(queue_id, group_key, id, visible_at, now)
  * returns bool: whether message id may be taken now (visible; without a
  * group key, or its group's head, with the group's lock taken).  Runs only
- * inside a claim statement of that queue, which calls it for every
- * candidate (so that the count of visible ones tells how far the claim
- * looked); the scan of STMT_CLAIM_FIFO calls it in id order for every row,
- * hidden ones too.
+ * inside a claim statement of that queue, between fifo_probe_begin and
+ * fifo_probe_end.
  */
 Datum
 queue_fifo_head(PG_FUNCTION_ARGS)
 {
 	int64		queue_id = PG_GETARG_INT64(0);
-	int64		id = PG_GETARG_INT64(2);
-	TimestampTz visible_at = PG_GETARG_TIMESTAMPTZ(3);
-	TimestampTz now = PG_GETARG_TIMESTAMPTZ(4);
+	bool		fresh;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4) ||
 		!probe.active || probe.queue_id != queue_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("queue_internal.fifo_head() runs only inside a claim of its queue")));
-	/* the scan's memory of groups holds only if it meets rows in id order */
-	if (probe.scan_seg >= 0 && id < probe.last_id)
-		elog(ERROR, "queue FIFO claim met its rows out of id order");
-	probe.last_id = id;
-	if (!probe.opened)
-		probe_open_segments();
-	probe.stats.visible += visible_at <= now;
-	if (PG_ARGISNULL(1))
-		PG_RETURN_BOOL(visible_at <= now && !held_here(id));
-	PG_RETURN_BOOL(test_row(queue_id, PG_GETARG_DATUM(1), id, visible_at, now));
+	PG_RETURN_BOOL(test_message(queue_id, PG_GETARG_DATUM(1), PG_ARGISNULL(1),
+								PG_GETARG_INT64(2), PG_GETARG_TIMESTAMPTZ(3),
+								PG_GETARG_TIMESTAMPTZ(4), false, &fresh));
+}
+
+/*
+ * Locks a row the scan met, as FOR UPDATE SKIP LOCKED would, but only the
+ * version the scan's snapshot shows: one changed since was changed by
+ * whoever held it, and is left to the next read.
+ */
+static bool
+lock_row(Relation table, TupleTableSlot *slot, TupleTableSlot *locked, Snapshot snapshot)
+{
+	TM_FailureData tmfd;
+	TM_Result	result = table_tuple_lock(table, &slot->tts_tid, snapshot, locked,
+										  GetCurrentCommandId(true), LockTupleExclusive,
+										  LockWaitSkip, 0, &tmfd);
+
+	if (result == TM_Invisible)
+		elog(ERROR, "queue FIFO claim met a row its snapshot does not show");
+	return result == TM_Ok;
+}
+
+/*
+ * Whether another transaction was locking or changing the row the scan met
+ * when the scan's snapshot was taken: another reader's, most likely, whose
+ * group's lock would not be free either.  A hint, read without the buffer's
+ * content lock, which spares the scan the lock manager for the heads other
+ * readers hold; a head it passes over wrongly is left to the next read, and
+ * the group's later rows with it (the scan met the group).
+ */
+static bool
+row_busy(TupleTableSlot *slot, Snapshot snapshot)
+{
+	HeapTupleHeader tuple = ExecFetchSlotHeapTuple(slot, false, NULL)->t_data;
+	TransactionId xmax = HeapTupleHeaderGetRawXmax(tuple);
+
+	if ((tuple->t_infomask & (HEAP_XMAX_INVALID | HEAP_XMAX_IS_MULTI)) ||
+		!TransactionIdIsNormal(xmax))
+		return false;
+	return XidInMVCCSnapshot(xmax, snapshot) && !TransactionIdIsCurrentTransactionId(xmax);
+}
+
+/* Gives back the lock of a group whose head was not taken after all. */
+static void
+group_unlock(int64 queue_id, Datum group_key)
+{
+	LOCKTAG		tag;
+
+	group_lock_tag(&tag, queue_id, DatumGetTextPP(group_key));
+	LockRelease(&tag, ExclusiveLock, false);
+}
+
+/*
+ * The scan of fifo_claim_scan: meets the segment's rows in id order from
+ * where reads start, tests each (hidden ones too: it remembers every group
+ * it meets), locks the heads, and counts its windows of visible rows.
+ */
+static FifoScanEnd
+scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, int *nlocked)
+{
+	Snapshot	snapshot = GetActiveSnapshot();
+	Relation	table = table_open(probe.relids[seg], NoLock);	/* locked by probe_start */
+	Relation	pkey = index_open(RelationGetPrimaryKeyIndex(table), AccessShareLock);
+	IndexScanDesc scan = index_beginscan(table, pkey, snapshot, 1, 0);
+	TupleTableSlot *slot = table_slot_create(table, NULL);
+	TupleTableSlot *lock_slot = table_slot_create(table, NULL);
+	MemoryContext row_cxt = AllocSetContextCreate(CurrentMemoryContext, "queue FIFO row",
+												  ALLOCSET_SMALL_SIZES);
+	ScanKeyData key;
+	int			window = FIFO_SCAN_ROWS * limit;
+	int			windows = 1;
+	ProbeStats	at_start = {0};
+	FifoScanEnd end = FIFO_SCAN_ALL;
+
+	ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(probe.scan_from));
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (*nlocked < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext old = MemoryContextSwitchTo(row_cxt);
+		bool		ungrouped;
+		bool		isnull;
+		bool		fresh;
+		int64		id = DatumGetInt64(slot_getattr(slot, SEG_ATT_ID, &isnull));
+		TimestampTz visible_at = DatumGetTimestampTz(slot_getattr(slot, SEG_ATT_VISIBLE_AT,
+																  &isnull));
+		Datum		group_key = slot_getattr(slot, SEG_ATT_GROUP_KEY, &ungrouped);
+
+		if (test_message(queue_id, group_key, ungrouped, id, visible_at, now,
+						 row_busy(slot, snapshot), &fresh))
+		{
+			if (lock_row(table, slot, lock_slot, snapshot))
+				locked[(*nlocked)++] = id;
+			else if (fresh)
+				group_unlock(queue_id, group_key);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(row_cxt);
+
+		/*
+		 * A window whose messages were mostly not heads (their groups in
+		 * flight) ends the scan: a larger one would likely hold more of the
+		 * same.  When other readers were taking what it met, it reads on,
+		 * with a window twice as large.
+		 */
+		if (probe.stats.visible - at_start.visible == window && *nlocked < limit)
+		{
+			if ((probe.stats.misses - at_start.misses) * 2 >= window)
+			{
+				end = FIFO_SCAN_IN_FLIGHT;
+				break;
+			}
+			if (windows++ == FIFO_WINDOWS)
+			{
+				end = FIFO_SCAN_TAKEN;
+				break;
+			}
+			at_start = probe.stats;
+			window *= 2;
+		}
+	}
+	MemoryContextDelete(row_cxt);
+	ExecDropSingleTupleTableSlot(lock_slot);
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	index_close(pkey, NoLock);
+	table_close(table, NoLock);
+	return end;
+}
+
+/*
+ * A FIFO claim of one segment in id order, from where its reads start
+ * (from): locks up to limit heads of groups, with their groups' locks, and
+ * puts their ids in locked.  It looks at FIFO_SCAN_ROWS visible messages
+ * per message wanted, then at windows twice as large while other readers
+ * were taking what it met (FIFO_WINDOWS in all).  Says why it ended.
+ *
+ * One snapshot serves the whole scan, so that the groups it met stand in
+ * for the probes of its segment below each candidate.  The rows are locked
+ * here, not by a statement's FOR UPDATE: a statement would have to bound
+ * its scan beforehand (the window), and read on with a statement (and a
+ * snapshot) of its own.
+ */
+FifoScanEnd
+fifo_claim_scan(FifoScan *scan, int64 queue_id, int seg, int64 from, TimestampTz now,
+				const int64 *held, int nheld, int limit, int64 *locked, int *nlocked)
+{
+	FifoScanEnd end;
+
+	probe_start(queue_id, seg, from, scan->seen, held, nheld);
+	PG_TRY();
+	{
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		end = scan_heads(queue_id, seg, now, limit, locked, nlocked);
+		fifo_probe_end();
+		PopActiveSnapshot();
+	}
+	PG_CATCH();
+	{
+		fifo_probe_abandon();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return end;
 }

@@ -184,7 +184,7 @@ typedef enum StorageStatement
 	STMT_LIST_ARCHIVE,
 	STMT_REDRIVE,
 	STMT_CLAIM_IDS,
-	STMT_CLAIM_FIFO,
+	STMT_CLAIMED,
 	STMT_CLAIM_IDS_FIFO,
 	STMT_CLAIM_PRIORITY,
 	STMT_CLAIM_PRIORITY_FIFO,
@@ -256,22 +256,28 @@ extern void segment_indexes_open(ResultRelInfo *rri, TupleTableSlot **slots, int
 								 EState *estate);
 
 /* fifo_head.c: whether a claim of a FIFO queue may take a message */
-typedef struct FifoProbeStats
-{
-	int			visible;		/* visible candidates met */
-	int			misses;			/* of them: group free, message not its head */
-	int64		last_id;		/* the id order scan's last row met */
-} FifoProbeStats;
+#define FIFO_SCAN_ROWS	4		/* visible messages a scan looks at per message wanted */
+#define FIFO_WINDOWS	4		/* windows of them it reads at most, each twice the last */
 
-/* The groups an id order scan met, over the statements of one claim. */
+typedef enum FifoScanEnd
+{
+	FIFO_SCAN_ALL,				/* the batch is full, or it met every visible
+								 * message of the segment */
+	FIFO_SCAN_IN_FLIGHT,		/* what it met was mostly not heads */
+	FIFO_SCAN_TAKEN				/* what it met other readers were taking */
+} FifoScanEnd;
+
+/* The groups a claim's scans met, over the segments it scans. */
 typedef struct FifoScan FifoScan;
 
 extern FifoScan *fifo_scan_create(void);
 extern void fifo_scan_free(FifoScan *scan);
-extern void fifo_probe_begin(int64 queue_id, FifoScan *scan, int scan_seg, int64 scan_from,
-							 const int64 *held, int nheld);
-extern FifoProbeStats fifo_probe_end(void);
+extern void fifo_probe_begin(int64 queue_id, const int64 *held, int nheld);
+extern void fifo_probe_end(void);
 extern void fifo_probe_abandon(void);
+extern FifoScanEnd fifo_claim_scan(FifoScan *scan, int64 queue_id, int seg, int64 from,
+								   TimestampTz now, const int64 *held, int nheld, int limit,
+								   int64 *locked, int *nlocked);
 
 /* segment.c: the ring of segment tables, scan hints and recycling */
 #define QUEUE_SEGMENTS	4

@@ -116,22 +116,10 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
-	/*
-	 * Among the first $5 visible messages from $4 only (see claim_fifo):
-	 * the bound is computed once, and the scan below it stays in id order,
-	 * so that FIFO_HEAD runs, and takes group locks, only until the batch
-	 * is full.  The head test is given the hidden rows too (it tests their
-	 * visibility itself): it remembers every group the scan meets.  It also
-	 * refuses the rows this transaction holds (the ids in $2, which it is
-	 * given by fifo_probe_begin): a binary search, where "id <> ALL ($2)"
-	 * would compare every row the scan meets with every id.
-	 */
-	[STMT_CLAIM_FIFO] = {
-		"SELECT " MESSAGE_COLUMNS " FROM {T} m WHERE id >= $4 AND id <= (SELECT max(c.id)"
-		" FROM (SELECT id FROM {T} WHERE id >= $4 AND visible_at <= $1"
-		" ORDER BY id LIMIT $5) c)"
-		FIFO_HEAD CLAIM_TAIL("m.id"),
-		5, {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID, INT8OID, INT8OID}
+	/* the rows a FIFO claim's scan locked (fifo_claim_scan) */
+	[STMT_CLAIMED] = {
+		"SELECT " MESSAGE_COLUMNS " FROM {T} m WHERE id = ANY ($1) ORDER BY m.id",
+		1, {INT8ARRAYOID}
 	},
 	[STMT_CLAIM_IDS_FIFO] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("m.id"),
@@ -800,22 +788,20 @@ storage_move(StorageStatement stmt, int64 queue_id, int64 target_id, Datum *valu
 static bool
 claims_heads(StorageStatement stmt)
 {
-	return stmt == STMT_CLAIM_FIFO || stmt == STMT_CLAIM_IDS_FIFO ||
+	return stmt == STMT_CLAIM_IDS_FIFO ||
 		stmt == STMT_CLAIM_PRIORITY_FIFO || stmt == STMT_CLAIM_FAIR_FIFO;
 }
 
 /*
  * Runs one claim statement on a segment (or all, seg -1) and adds what it
  * locked to r and ids; fifth is for the statements that take five
- * parameters, scan for STMT_CLAIM_FIFO.  Returns what the head tests of a
- * FIFO claim saw.
+ * parameters.
  */
-static FifoProbeStats
+static void
 claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, int64 *ids,
-			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit, FifoScan *scan)
+			  int *nids, Datum fourth, Datum fifth, StorageRows *r, int limit)
 {
 	SPIPlanPtr	plan = segment_plan(stmt, queue_id, seg, 0, -1);
-	FifoProbeStats stats = {0};
 	Datum		args[5];
 
 	args[0] = TimestampTzGetDatum(now);
@@ -825,8 +811,7 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 	args[4] = fifth;
 	if (claims_heads(stmt))
 	{
-		/* STMT_CLAIM_FIFO scans seg in id order from fourth */
-		fifo_probe_begin(queue_id, scan, seg, DatumGetInt64(fourth), ids, *nids);
+		fifo_probe_begin(queue_id, ids, *nids);
 		PG_TRY();
 		{
 			run_plan(plan, args, NULL);
@@ -837,12 +822,11 @@ claim_segment(StorageStatement stmt, int64 queue_id, int seg, TimestampTz now, i
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		stats = fifo_probe_end();
+		fifo_probe_end();
 	}
 	else
 		run_plan(plan, args, NULL);
 	claimed_append(r, limit, ids, nids);
-	return stats;
 }
 
 /* Frees the rows once the caller has copied what it needs. */
@@ -926,7 +910,7 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 		   int limit)
 {
 	Datum	   *keys = palloc(sizeof(Datum) * limit);
-	int			nkeys = fair_keys(queue_id, now, keys, limit);
+	int			nkeys = fair_keys(queue_id, now, keys, limit - r->ntuples);
 	Datum		key_array = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false,
 															  TYPALIGN_INT));
 	int			served = nkeys;
@@ -942,14 +926,14 @@ claim_fair(int64 queue_id, bool fifo, TimestampTz now, int64 *ids, int *nids, St
 		if (keyed)
 		{
 			claim_segment(fifo ? STMT_CLAIM_FAIR_FIFO : STMT_CLAIM_FAIR, queue_id, -1, now,
-						  ids, nids, key_array, Int32GetDatum(per_key), r, limit, NULL);
+						  ids, nids, key_array, Int32GetDatum(per_key), r, limit);
 			if (round == 0)
 				served = r->ntuples - before;
 		}
 		/* one turn for the messages without a key, or the rest of the batch */
 		if (r->ntuples < limit)
 			claim_segment(STMT_CLAIM_UNGROUPED, queue_id, -1, now, ids, nids, Int64GetDatum(0), 0,
-						  r, keyed ? r->ntuples + 1 : limit, NULL);
+						  r, keyed ? r->ntuples + 1 : limit);
 		if (r->ntuples == before || (fifo && round > 0))
 			break;
 	}
@@ -966,58 +950,27 @@ any_prioritized(int64 queue_id)
 	return SPI_processed > 0;
 }
 
-/* A FIFO claim's first window: visible messages per message wanted. */
-#define FIFO_SCAN_ROWS	4
-/* How many windows, each twice the last, a FIFO claim reads at most. */
-#define FIFO_WINDOWS	4
-
-/* How a FIFO claim of one segment ended. */
-typedef enum FifoScanEnd
-{
-	FIFO_SCAN_ALL,				/* the batch is full, or it met every visible
-								 * message of the segment */
-	FIFO_SCAN_IN_FLIGHT,		/* what it met was mostly not heads */
-	FIFO_SCAN_TAKEN				/* what it met other readers were taking */
-} FifoScanEnd;
-
 /*
- * A FIFO claim of one segment (STMT_CLAIM_FIFO), in id order from from,
- * among the first visible messages only: FIFO_SCAN_ROWS per message
- * wanted.  A window whose messages were mostly not heads (their groups in
- * flight) ends it: a larger one would likely hold more of the same, and
- * the claim's group-by-group fallback costs what the groups number, not
- * the messages.  When other readers were taking what it met (their groups'
- * locks held, their rows locked), it reads on from where the window ended
- * with a window twice as large, remembering the groups met before
- * (fifo_head.c).
+ * A FIFO claim of one segment, in id order from from (fifo_claim_scan),
+ * and the rows it locked.
  */
 static FifoScanEnd
-claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int64 from,
-		   StorageRows *r, int limit)
+claim_fifo(FifoScan *scan, int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids,
+		   int64 from, StorageRows *r, int limit)
 {
-	FifoScan   *scan = fifo_scan_create();
-	FifoScanEnd end = FIFO_SCAN_TAKEN;
-	int			window = FIFO_SCAN_ROWS * limit;
+	int64	   *locked = palloc(sizeof(int64) * (limit - r->ntuples));
+	int			nlocked = 0;
+	FifoScanEnd end = fifo_claim_scan(scan, queue_id, seg, from, now, ids, *nids,
+									  limit - r->ntuples, locked, &nlocked);
 
-	for (int w = 0; w < FIFO_WINDOWS; w++, window *= 2)
+	if (nlocked > 0)
 	{
-		FifoProbeStats stats = claim_segment(STMT_CLAIM_FIFO, queue_id, seg, now, ids, nids,
-											 Int64GetDatum(from), Int64GetDatum(window),
-											 r, limit, scan);
+		Datum		arg = storage_id_array(locked, nlocked);
 
-		if (r->ntuples == limit || stats.visible < window)
-		{
-			end = FIFO_SCAN_ALL;
-			break;
-		}
-		if (stats.misses * 2 >= window)
-		{
-			end = FIFO_SCAN_IN_FLIGHT;
-			break;
-		}
-		from = stats.last_id + 1;
+		run_plan(segment_plan(STMT_CLAIMED, queue_id, seg, 0, -1), &arg, NULL);
+		claimed_append(r, limit, ids, nids);
 	}
-	fifo_scan_free(scan);
+	pfree(locked);
 	return end;
 }
 
@@ -1029,10 +982,12 @@ claim_fifo(int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids, int6
  * priority come first, from all segments at once (only when some segment
  * may hold one).  Then segments are read from the oldest; in each, the
  * stragglers whose time has come first, then from where its live messages
- * start.  A segment being recycled is skipped, not waited for (the
- * priority claim and FIFO_HEAD, which read every segment, wait for a
- * recycle's TRUNCATE instead: fifo_probe_begin locks them all).  The ids
- * of what it locks are added to ids.
+ * start (in a FIFO queue, until a segment's scan found mostly groups in
+ * flight: the next segment's rows of those groups are not heads either).
+ * A segment being recycled is skipped, not waited for (the priority claim
+ * and the FIFO head test, which read every segment, wait for a recycle's
+ * TRUNCATE instead: a probe locks them all).  The ids of what it locks are
+ * added to ids.
  */
 static void
 claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, StorageRows *r,
@@ -1044,13 +999,15 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	bool		unknown;
 	bool		searched = true;	/* every visible message was looked at */
 	bool		taken = false;		/* some were left to other readers */
+	bool		in_flight = false;	/* a segment's were mostly groups in flight */
 	int			before = r->ntuples;
+	FifoScan   *groups = NULL;	/* met by the FIFO scans of the segments */
 
 	if (segment_prioritized(queue_id, &unknown))
 	{
 		claim_segment(fifo ? STMT_CLAIM_PRIORITY_FIFO : STMT_CLAIM_PRIORITY, queue_id, -1, now,
 					  ids, nids, Int64GetDatum(0), Int64GetDatum(FIFO_SCAN_ROWS * limit), r,
-					  limit, NULL);
+					  limit);
 		/* after a start: one look tells whether the queue holds any at all */
 		if (unknown && r->ntuples == before && !any_prioritized(queue_id))
 			segment_priority_none(queue_id);
@@ -1078,37 +1035,45 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 			int			nmissed;
 
 			claim_segment(fifo ? STMT_CLAIM_IDS_FIFO : STMT_CLAIM_IDS, queue_id, seg, now, ids, nids,
-						  storage_id_array(due, ndue), 0, r, limit, NULL);
+						  storage_id_array(due, ndue), 0, r, limit);
 			nmissed = missed_ids(due, ndue, ids + first, *nids - first, missed);
 			segment_recheck(queue_id, seg, missed, nmissed);
 		}
-		if (scan && r->ntuples < limit)
+		if (scan && r->ntuples < limit && !in_flight)
 		{
 			if (fifo)
 			{
-				FifoScanEnd end = claim_fifo(queue_id, seg, now, ids, nids, from, r, limit);
+				FifoScanEnd end;
 
-				searched &= end != FIFO_SCAN_IN_FLIGHT;
+				if (groups == NULL)
+					groups = fifo_scan_create();
+				end = claim_fifo(groups, queue_id, seg, now, ids, nids, from, r, limit);
+
+				in_flight = end == FIFO_SCAN_IN_FLIGHT;
+				searched &= !in_flight;
 				taken |= end == FIFO_SCAN_TAKEN;
 			}
 			else
 				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, nids, Int64GetDatum(from), 0,
-							  r, limit, NULL);
+							  r, limit);
 			segment_after_read(queue_id, seg);
 		}
 	}
+	if (groups != NULL)
+		fifo_scan_free(groups);
 
 	/*
 	 * A FIFO claim reads messages in order but takes only heads of groups,
 	 * so when few groups have a deliverable head, an unbounded scan would
 	 * walk the whole backlog of the groups in flight, probing every message.
-	 * It reads a few windows (claim_fifo; the priority claim looks at
+	 * It reads a few windows (fifo_claim_scan; the priority claim looks at
 	 * FIFO_SCAN_ROWS prioritized messages per message asked for) instead,
 	 * and what it could not fill there it takes group by group, skipping
-	 * through the group index (claim_fair), at a cost that grows with the
-	 * groups, not the messages: when the windows stopped at groups in
-	 * flight, or when other readers were taking what they held and the
-	 * claim got nothing (a short read is fine, an empty one would wait).
+	 * through the group index (claim_fair, as many groups as the batch has
+	 * room for), at a cost that grows with the groups, not the messages:
+	 * when the windows stopped at groups in flight, or when other readers
+	 * were taking what they held and the claim got nothing (a short read is
+	 * fine, an empty one would wait).
 	 */
 	if (fifo && r->ntuples < limit && (!searched || (taken && r->ntuples == before)))
 		claim_fair(queue_id, true, now, ids, nids, r, limit);
