@@ -122,6 +122,7 @@ typedef struct ProbeStats
 {
 	int			visible;		/* visible candidates met */
 	int			misses;			/* of them: group free, message not its head */
+	int			groups;			/* groups the scan met for the first time */
 } ProbeStats;
 
 /* The probe of the claim statement, or the scan, that is running. */
@@ -286,6 +287,7 @@ seen_meet(Datum group_key, int64 id, bool *before)
 	{
 		g->first_id = id;
 		g->taken = false;
+		probe.stats.groups++;
 	}
 	*before = g->first_id < id;
 	return g;
@@ -671,7 +673,9 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 		 * A window whose messages were mostly not heads (their groups in
 		 * flight) ends the scan: a larger one would likely hold more of the
 		 * same.  When other readers were taking what it met, it reads on,
-		 * with a window twice as large.
+		 * with a window twice as large, as long as it meets new groups (for
+		 * a quarter of the window's messages at least): the later messages
+		 * of groups it met are not heads.
 		 */
 		if (probe.stats.visible - at_start.visible == window && *nlocked < limit)
 		{
@@ -680,7 +684,8 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 				end = FIFO_SCAN_IN_FLIGHT;
 				break;
 			}
-			if (windows++ == FIFO_WINDOWS)
+			if (windows++ == FIFO_WINDOWS ||
+				(probe.stats.groups - at_start.groups) * 4 < window)
 			{
 				end = FIFO_SCAN_TAKEN;
 				break;
@@ -703,7 +708,8 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
  * (from): locks up to limit heads of groups, with their groups' locks, and
  * puts their ids in locked.  It looks at FIFO_SCAN_ROWS visible messages
  * per message wanted, then at windows twice as large while other readers
- * were taking what it met (FIFO_WINDOWS in all).  Says why it ended.
+ * were taking what it met and it met new groups (FIFO_WINDOWS in all).
+ * Says why it ended.
  *
  * One snapshot serves the whole scan, so that the groups it met stand in
  * for the probes of its segment below each candidate.  The rows are locked

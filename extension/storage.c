@@ -950,6 +950,9 @@ any_prioritized(int64 queue_id)
 	return SPI_processed > 0;
 }
 
+/* Groups a FIFO claim looks at one by one when other readers hold the rest */
+#define FIFO_TAKEN_GROUPS	10
+
 /*
  * A FIFO claim of one segment, in id order from from (fifo_claim_scan),
  * and the rows it locked.
@@ -1069,14 +1072,19 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	 * It reads a few windows (fifo_claim_scan; the priority claim looks at
 	 * FIFO_SCAN_ROWS prioritized messages per message asked for) instead,
 	 * and what it could not fill there it takes group by group, skipping
-	 * through the group index (claim_fair, as many groups as the batch has
-	 * room for), at a cost that grows with the groups, not the messages:
-	 * when the windows stopped at groups in flight, or when other readers
-	 * were taking what they held and the claim got nothing (a short read is
-	 * fine, an empty one would wait).
+	 * through the group index (claim_fair), at a cost that grows with the
+	 * groups, not the messages: as many groups as the batch has room for
+	 * when the windows stopped at groups in flight; FIFO_TAKEN_GROUPS when
+	 * other readers were taking what the windows met and the claim got
+	 * nothing (a short read is fine, an empty one would wait), since then
+	 * nearly every group is another reader's and each group looked at is
+	 * most likely one more held.  The groups looked at move on with every
+	 * look (the fair cursor), so each is reached in turn.
 	 */
-	if (fifo && r->ntuples < limit && (!searched || (taken && r->ntuples == before)))
+	if (fifo && r->ntuples < limit && !searched)
 		claim_fair(queue_id, true, now, ids, nids, r, limit);
+	else if (fifo && taken && r->ntuples == before)
+		claim_fair(queue_id, true, now, ids, nids, r, Min(limit, before + FIFO_TAKEN_GROUPS));
 }
 
 /*
