@@ -171,6 +171,13 @@ fifo_scan_create(void)
 	return scan;
 }
 
+/* How many groups a claim's scans met. */
+int
+fifo_scan_groups(FifoScan *scan)
+{
+	return (int) hash_get_num_entries(scan->seen);
+}
+
 void
 fifo_scan_free(FifoScan *scan)
 {

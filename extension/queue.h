@@ -271,6 +271,7 @@ typedef enum FifoScanEnd
 typedef struct FifoScan FifoScan;
 
 extern FifoScan *fifo_scan_create(void);
+extern int	fifo_scan_groups(FifoScan *scan);
 extern void fifo_scan_free(FifoScan *scan);
 extern void fifo_probe_begin(int64 queue_id, const int64 *held, int nheld);
 extern void fifo_probe_end(void);

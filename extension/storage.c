@@ -1005,6 +1005,7 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	bool		in_flight = false;	/* a segment's were mostly groups in flight */
 	int			before = r->ntuples;
 	FifoScan   *groups = NULL;	/* met by the FIFO scans of the segments */
+	int			met = 0;		/* how many */
 
 	if (segment_prioritized(queue_id, &unknown))
 	{
@@ -1063,7 +1064,10 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 		}
 	}
 	if (groups != NULL)
+	{
+		met = fifo_scan_groups(groups);
 		fifo_scan_free(groups);
+	}
 
 	/*
 	 * A FIFO claim reads messages in order but takes only heads of groups,
@@ -1074,17 +1078,20 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	 * and what it could not fill there it takes group by group, skipping
 	 * through the group index (claim_fair), at a cost that grows with the
 	 * groups, not the messages: as many groups as the batch has room for
-	 * when the windows stopped at groups in flight; FIFO_TAKEN_GROUPS when
-	 * other readers were taking what the windows met and the claim got
-	 * nothing (a short read is fine, an empty one would wait), since then
-	 * nearly every group is another reader's and each group looked at is
-	 * most likely one more held.  The groups looked at move on with every
-	 * look (the fair cursor), so each is reached in turn.
+	 * when the windows stopped at groups in flight, or when other readers
+	 * were taking what the windows met and the claim got nothing (a short
+	 * read is fine, an empty one would wait).  But when the windows met
+	 * more groups than the batch wanted, every one of them another
+	 * reader's, nearly every group is held, and each group looked at is
+	 * most likely one more: then it looks at FIFO_TAKEN_GROUPS only.  The
+	 * groups looked at move on with every look (the fair cursor), so each
+	 * is reached in turn.
 	 */
 	if (fifo && r->ntuples < limit && !searched)
 		claim_fair(queue_id, true, now, ids, nids, r, limit);
 	else if (fifo && taken && r->ntuples == before)
-		claim_fair(queue_id, true, now, ids, nids, r, Min(limit, before + FIFO_TAKEN_GROUPS));
+		claim_fair(queue_id, true, now, ids, nids, r,
+				   met >= limit - before ? Min(limit, before + FIFO_TAKEN_GROUPS) : limit);
 }
 
 /*
