@@ -636,7 +636,7 @@ group_unlock(int64 queue_id, Datum group_key)
  * it meets), locks the heads, and counts its windows of visible rows.
  */
 static FifoScanEnd
-scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, int *nlocked)
+scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, HeapTuple *taken, int *ntaken)
 {
 	Snapshot	snapshot = GetActiveSnapshot();
 	Relation	table = table_open(probe.relids[seg], NoLock);	/* locked by probe_start */
@@ -654,7 +654,7 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 
 	ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(probe.scan_from));
 	index_rescan(scan, &key, 1, NULL, 0);
-	while (*nlocked < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+	while (*ntaken < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		MemoryContext old = MemoryContextSwitchTo(row_cxt);
 		bool		ungrouped;
@@ -665,11 +665,15 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 																  &isnull));
 		Datum		group_key = slot_getattr(slot, SEG_ATT_GROUP_KEY, &ungrouped);
 
+		CHECK_FOR_INTERRUPTS();
 		if (test_message(queue_id, group_key, ungrouped, id, visible_at, now,
 						 row_busy(slot, snapshot), &fresh))
 		{
 			if (lock_row(table, slot, lock_slot, snapshot))
-				locked[(*nlocked)++] = id;
+			{
+				MemoryContextSwitchTo(old);
+				taken[(*ntaken)++] = storage_message_tuple(lock_slot);
+			}
 			else if (fresh)
 				group_unlock(queue_id, group_key);
 		}
@@ -684,7 +688,7 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 		 * a quarter of the window's messages at least): the later messages
 		 * of groups it met are not heads.
 		 */
-		if (probe.stats.visible - at_start.visible == window && *nlocked < limit)
+		if (probe.stats.visible - at_start.visible == window && *ntaken < limit)
 		{
 			if ((probe.stats.misses - at_start.misses) * 2 >= window)
 			{
@@ -713,7 +717,8 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
 /*
  * A FIFO claim of one segment in id order, from where its reads start
  * (from): locks up to limit heads of groups, with their groups' locks, and
- * puts their ids in locked.  It looks at FIFO_SCAN_ROWS visible messages
+ * adds their rows to taken, as the claims return them
+ * (storage_message_tuple), in the caller's memory.  It looks at FIFO_SCAN_ROWS visible messages
  * per message wanted, then at windows twice as large while other readers
  * were taking what it met and it met new groups (FIFO_WINDOWS in all).
  * Says why it ended.
@@ -722,11 +727,12 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, int64 *locked, i
  * for the probes of its segment below each candidate.  The rows are locked
  * here, not by a statement's FOR UPDATE: a statement would have to bound
  * its scan beforehand (the window), and read on with a statement (and a
- * snapshot) of its own.
+ * snapshot) of its own.  A row is locked in the version the snapshot
+ * showed, so that version is the one taken.
  */
 FifoScanEnd
 fifo_claim_scan(FifoScan *scan, int64 queue_id, int seg, int64 from, TimestampTz now,
-				const int64 *held, int nheld, int limit, int64 *locked, int *nlocked)
+				const int64 *held, int nheld, int limit, HeapTuple *taken, int *ntaken)
 {
 	FifoScanEnd end;
 
@@ -735,7 +741,7 @@ fifo_claim_scan(FifoScan *scan, int64 queue_id, int seg, int64 from, TimestampTz
 	{
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		end = scan_heads(queue_id, seg, now, limit, locked, nlocked);
+		end = scan_heads(queue_id, seg, now, limit, taken, ntaken);
 		fifo_probe_end();
 		PopActiveSnapshot();
 	}

@@ -184,7 +184,6 @@ typedef enum StorageStatement
 	STMT_LIST_ARCHIVE,
 	STMT_REDRIVE,
 	STMT_CLAIM_IDS,
-	STMT_CLAIMED,
 	STMT_CLAIM_IDS_FIFO,
 	STMT_CLAIM_PRIORITY,
 	STMT_CLAIM_PRIORITY_FIFO,
@@ -218,6 +217,7 @@ typedef enum StorageStatement
 #define MSG_COL_VISIBLE_AT	6
 #define MSG_COL_ATTEMPTS	7
 #define MSG_COL_RECEIPT		9
+#define MSG_COL_PRIORITY	10
 #define MSG_NCOLS			10
 
 /* Rows returned by a statement run over several segments, in SPI memory. */
@@ -248,6 +248,7 @@ extern StorageRows storage_by_id(StorageStatement stmt, int64 queue_id, int64 pr
 extern uint64 storage_move(StorageStatement stmt, int64 queue_id, int64 target_id,
 						   Datum *values, const char *nulls);
 extern void storage_rows_free(StorageRows *rows);
+extern HeapTuple storage_message_tuple(TupleTableSlot *row);
 extern bool storage_first_visible(int64 queue_id, TimestampTz now, TimestampTz *enqueued_at);
 extern int64 storage_bytes(int64 queue_id);
 
@@ -278,7 +279,7 @@ extern void fifo_probe_end(void);
 extern void fifo_probe_abandon(void);
 extern FifoScanEnd fifo_claim_scan(FifoScan *scan, int64 queue_id, int seg, int64 from,
 								   TimestampTz now, const int64 *held, int nheld, int limit,
-								   int64 *locked, int *nlocked);
+								   HeapTuple *taken, int *ntaken);
 
 /* segment.c: the ring of segment tables, scan hints and recycling */
 #define QUEUE_SEGMENTS	4

@@ -116,11 +116,6 @@ static const StatementDef statements[STMT__COUNT] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
 	},
-	/* the rows a FIFO claim's scan locked (fifo_claim_scan) */
-	[STMT_CLAIMED] = {
-		"SELECT " MESSAGE_COLUMNS " FROM {T} m WHERE id = ANY ($1) ORDER BY m.id",
-		1, {INT8ARRAYOID}
-	},
 	[STMT_CLAIM_IDS_FIFO] = {
 		CLAIM_SQL("{T}", "id = ANY ($4)") FIFO_HEAD CLAIM_TAIL("m.id"),
 		CLAIM_IDS_ARGS
@@ -953,27 +948,81 @@ any_prioritized(int64 queue_id)
 /* Groups a FIFO claim looks at one by one when other readers hold the rest */
 #define FIFO_TAKEN_GROUPS	10
 
+/* The descriptor of the rows the claims return (MESSAGE_COLUMNS). */
+static TupleDesc
+message_desc(void)
+{
+	static TupleDesc desc = NULL;
+
+	if (desc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		TupleDesc	d = CreateTemplateTupleDesc(10);
+
+		TupleDescInitEntry(d, 1, "id", INT8OID, -1, 0);
+		TupleDescInitEntry(d, 2, "payload", JSONBOID, -1, 0);
+		TupleDescInitEntry(d, 3, "headers", JSONBOID, -1, 0);
+		TupleDescInitEntry(d, 4, "group_key", TEXTOID, -1, 0);
+		TupleDescInitEntry(d, 5, "enqueued_at", TIMESTAMPTZOID, -1, 0);
+		TupleDescInitEntry(d, 6, "visible_at", TIMESTAMPTZOID, -1, 0);
+		TupleDescInitEntry(d, 7, "attempts", INT4OID, -1, 0);
+		TupleDescInitEntry(d, 8, "last_error", TEXTOID, -1, 0);
+		TupleDescInitEntry(d, 9, "receipt", INT8OID, -1, 0);
+		TupleDescInitEntry(d, 10, "priority", INT4OID, -1, 0);
+		MemoryContextSwitchTo(old);
+		desc = d;
+	}
+	return desc;
+}
+
 /*
- * A FIFO claim of one segment, in id order from from (fifo_claim_scan),
- * and the rows it locked.
+ * A row of a segment table as the claims return it (MESSAGE_COLUMNS), in
+ * the current memory context.
+ */
+HeapTuple
+storage_message_tuple(TupleTableSlot *row)
+{
+	static const AttrNumber columns[10] = {
+		SEG_ATT_ID, SEG_ATT_PAYLOAD, SEG_ATT_HEADERS, SEG_ATT_GROUP_KEY, SEG_ATT_ENQUEUED_AT,
+		SEG_ATT_VISIBLE_AT, SEG_ATT_ATTEMPTS, SEG_ATT_LAST_ERROR, SEG_ATT_RECEIPT,
+		SEG_ATT_PRIORITY
+	};
+	Datum		values[10];
+	bool		nulls[10];
+
+	slot_getallattrs(row);
+	for (int i = 0; i < 10; i++)
+	{
+		values[i] = row->tts_values[columns[i] - 1];
+		nulls[i] = row->tts_isnull[columns[i] - 1];
+	}
+	values[MSG_COL_PRIORITY - 1] = Int32GetDatum(DatumGetInt16(values[MSG_COL_PRIORITY - 1]));
+	return heap_form_tuple(message_desc(), values, nulls);
+}
+
+/*
+ * A FIFO claim of one segment, in id order from from (fifo_claim_scan):
+ * adds the rows it locked to r and their ids to ids.
  */
 static FifoScanEnd
 claim_fifo(FifoScan *scan, int64 queue_id, int seg, TimestampTz now, int64 *ids, int *nids,
 		   int64 from, StorageRows *r, int limit)
 {
-	int64	   *locked = palloc(sizeof(int64) * (limit - r->ntuples));
-	int			nlocked = 0;
+	int			first = r->ntuples;
+	int			ntaken = 0;
 	FifoScanEnd end = fifo_claim_scan(scan, queue_id, seg, from, now, ids, *nids,
-									  limit - r->ntuples, locked, &nlocked);
+									  limit - first, r->tuples + first, &ntaken);
 
-	if (nlocked > 0)
+	r->ntuples += ntaken;
+	r->processed += ntaken;
+	if (ntaken > 0)
+		r->tupdesc = message_desc();
+	for (int i = first; i < r->ntuples; i++)
 	{
-		Datum		arg = storage_id_array(locked, nlocked);
+		bool		isnull;
 
-		run_plan(segment_plan(STMT_CLAIMED, queue_id, seg, 0, -1), &arg, NULL);
-		claimed_append(r, limit, ids, nids);
+		ids[(*nids)++] = DatumGetInt64(heap_getattr(r->tuples[i], MSG_COL_ID, r->tupdesc, &isnull));
 	}
-	pfree(locked);
 	return end;
 }
 
@@ -1005,7 +1054,7 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	bool		in_flight = false;	/* a segment's were mostly groups in flight */
 	int			before = r->ntuples;
 	FifoScan   *groups = NULL;	/* met by the FIFO scans of the segments */
-	int			met = 0;		/* how many */
+	int			met = 0;		/* groups they met */
 
 	if (segment_prioritized(queue_id, &unknown))
 	{
