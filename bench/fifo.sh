@@ -182,7 +182,8 @@ run_one() {
     [ "$side" = runs ] && need=$((groups * per_group))
     if [ "$after" -lt $((clients * batch)) ] || [ "$after" -lt "$need" ]; then
       drained=1
-      est[$key]=$(( ${est[$key]} * 2 ))
+      # the fill was sized in a subshell (fill_of): from it, twice as many
+      est[$key]=$(awk -v f="$fill" -v s="$secs" 'BEGIN {printf "%d", f * 2 / (s * 1.5) + 1}')
       if [ "$attempt" -lt 4 ]; then
         say "  ($side drained its $fill messages: filling twice as many and running again)"
         continue
