@@ -695,8 +695,12 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, HeapTuple *taken
 				end = FIFO_SCAN_IN_FLIGHT;
 				break;
 			}
-			if (windows++ == FIFO_WINDOWS ||
-				(probe.stats.groups - at_start.groups) * 4 < window)
+			if ((probe.stats.groups - at_start.groups) * 4 < window)
+			{
+				end = FIFO_SCAN_MET;
+				break;
+			}
+			if (windows++ == FIFO_WINDOWS)
 			{
 				end = FIFO_SCAN_TAKEN;
 				break;

@@ -265,7 +265,9 @@ typedef enum FifoScanEnd
 	FIFO_SCAN_ALL,				/* the batch is full, or it met every visible
 								 * message of the segment */
 	FIFO_SCAN_IN_FLIGHT,		/* what it met was mostly not heads */
-	FIFO_SCAN_TAKEN				/* what it met other readers were taking */
+	FIFO_SCAN_TAKEN,			/* what it met other readers were taking */
+	FIFO_SCAN_MET				/* the same, and at the end only groups it
+								 * had met before */
 } FifoScanEnd;
 
 /* The groups a claim's scans met, over the segments it scans. */

@@ -1035,7 +1035,10 @@ claim_fifo(FifoScan *scan, int64 queue_id, int seg, TimestampTz now, int64 *ids,
  * may hold one).  Then segments are read from the oldest; in each, the
  * stragglers whose time has come first, then from where its live messages
  * start (in a FIFO queue, until a segment's scan found mostly groups in
- * flight: the next segment's rows of those groups are not heads either).
+ * flight, or ended among groups it had met: the next segment's rows of
+ * those groups are not heads either; the later segments' own groups wait
+ * behind the older messages then, or are found one by one when a claim
+ * gets nothing).
  * A segment being recycled is skipped, not waited for (the priority claim
  * and the FIFO head test, which read every segment, wait for a recycle's
  * TRUNCATE instead: a probe locks them all).  The ids of what it locks are
@@ -1052,6 +1055,7 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 	bool		searched = true;	/* every visible message was looked at */
 	bool		taken = false;		/* some were left to other readers */
 	bool		in_flight = false;	/* a segment's were mostly groups in flight */
+	bool		met_all = false;	/* a segment's scan ended among groups it met */
 	int			before = r->ntuples;
 	FifoScan   *groups = NULL;	/* met by the FIFO scans of the segments */
 	int			met = 0;		/* groups they met */
@@ -1092,7 +1096,7 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 			nmissed = missed_ids(due, ndue, ids + first, *nids - first, missed);
 			segment_recheck(queue_id, seg, missed, nmissed);
 		}
-		if (scan && r->ntuples < limit && !in_flight)
+		if (scan && r->ntuples < limit && !in_flight && !met_all)
 		{
 			if (fifo)
 			{
@@ -1104,7 +1108,8 @@ claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, Stora
 
 				in_flight = end == FIFO_SCAN_IN_FLIGHT;
 				searched &= !in_flight;
-				taken |= end == FIFO_SCAN_TAKEN;
+				taken |= end == FIFO_SCAN_TAKEN || end == FIFO_SCAN_MET;
+				met_all = end == FIFO_SCAN_MET;
 			}
 			else
 				claim_segment(STMT_CLAIM, queue_id, seg, now, ids, nids, Int64GetDatum(from), 0,
