@@ -982,16 +982,16 @@ message_desc(void)
 HeapTuple
 storage_message_tuple(TupleTableSlot *row)
 {
-	static const AttrNumber columns[10] = {
+	static const AttrNumber columns[] = {
 		SEG_ATT_ID, SEG_ATT_PAYLOAD, SEG_ATT_HEADERS, SEG_ATT_GROUP_KEY, SEG_ATT_ENQUEUED_AT,
 		SEG_ATT_VISIBLE_AT, SEG_ATT_ATTEMPTS, SEG_ATT_LAST_ERROR, SEG_ATT_RECEIPT,
 		SEG_ATT_PRIORITY
 	};
-	Datum		values[10];
-	bool		nulls[10];
+	Datum		values[lengthof(columns)];
+	bool		nulls[lengthof(columns)];
 
 	slot_getallattrs(row);
-	for (int i = 0; i < 10; i++)
+	for (int i = 0; i < (int) lengthof(columns); i++)
 	{
 		values[i] = row->tts_values[columns[i] - 1];
 		nulls[i] = row->tts_isnull[columns[i] - 1];
@@ -1038,11 +1038,10 @@ claim_fifo(FifoScan *scan, int64 queue_id, int seg, TimestampTz now, int64 *ids,
  * flight, or ended among groups it had met: the next segment's rows of
  * those groups are not heads either; the later segments' own groups wait
  * behind the older messages then, or are found one by one when a claim
- * gets nothing).
- * A segment being recycled is skipped, not waited for (the priority claim
- * and the FIFO head test, which read every segment, wait for a recycle's
- * TRUNCATE instead: a probe locks them all).  The ids of what it locks are
- * added to ids.
+ * gets nothing).  A segment being recycled is skipped, not waited for
+ * (the priority claim and the FIFO head test, which read every segment,
+ * wait for a recycle's TRUNCATE instead: a probe locks them all).  The ids
+ * of what it locks are added to ids.
  */
 static void
 claim_heads(const QueueMeta *meta, TimestampTz now, int64 *ids, int *nids, StorageRows *r,
