@@ -122,7 +122,6 @@ typedef struct ProbeStats
 {
 	int			visible;		/* visible candidates met */
 	int			misses;			/* of them: group free, message not its head */
-	int			groups;			/* groups the scan met for the first time */
 } ProbeStats;
 
 /* The probe of the claim statement, or the scan, that is running. */
@@ -294,7 +293,6 @@ seen_meet(Datum group_key, int64 id, bool *before)
 	{
 		g->first_id = id;
 		g->taken = false;
-		probe.stats.groups++;
 	}
 	*before = g->first_id < id;
 	return g;
@@ -650,6 +648,7 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, HeapTuple *taken
 	int			window = FIFO_SCAN_ROWS * limit;
 	int			windows = 1;
 	ProbeStats	at_start = {0};
+	long		groups_at_start = hash_get_num_entries(probe.seen);
 	FifoScanEnd end = FIFO_SCAN_ALL;
 
 	ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(probe.scan_from));
@@ -695,7 +694,7 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, HeapTuple *taken
 				end = FIFO_SCAN_IN_FLIGHT;
 				break;
 			}
-			if ((probe.stats.groups - at_start.groups) * 4 < window)
+			if ((hash_get_num_entries(probe.seen) - groups_at_start) * 4 < window)
 			{
 				end = FIFO_SCAN_MET;
 				break;
@@ -706,6 +705,7 @@ scan_heads(int64 queue_id, int seg, TimestampTz now, int limit, HeapTuple *taken
 				break;
 			}
 			at_start = probe.stats;
+			groups_at_start = hash_get_num_entries(probe.seen);
 			window *= 2;
 		}
 	}
